@@ -1,0 +1,5 @@
+import sys
+
+from comfygate.cli import main
+
+sys.exit(main())

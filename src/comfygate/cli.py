@@ -1,0 +1,175 @@
+"""Command line: serve | worker | db upgrade | keys create | workflows push | run | settings."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from comfygate.settings import SETTINGS, Settings, SettingsError
+
+__all__ = ["main"]
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from comfygate.platform.server import serve
+
+    with_worker = settings.embedded_worker if args.worker is None else args.worker
+    return serve(settings, with_worker=bool(with_worker))
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    from comfygate.platform.worker_main import run_worker
+
+    if args.pool:
+        settings = settings.replace(pool=args.pool)
+    return run_worker(settings, concurrency=args.concurrency or settings.worker_concurrency)
+
+
+def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
+    from comfygate.platform.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.database_url)
+    print("database is up to date")
+    return 0
+
+
+def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    from comfygate.platform.db import make_engine, make_session_factory, session_scope
+    from comfygate.platform.services.accounts import create_api_key
+
+    factory = make_session_factory(make_engine(settings.database_url))
+    with session_scope(factory) as session:
+        key = create_api_key(session, args.name, is_admin=args.admin)
+    kind = "admin key" if key.is_admin else "key"
+    print(f"created {kind} {key.name!r}. Its secret is shown only now:\n{key.secret}")
+    return 0
+
+
+def _read_json_file(path: str, what: str) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"{what} {path}: {exc}") from exc
+
+
+def _workflows_push(settings: Settings, args: argparse.Namespace) -> int:
+    from comfygate.client import ApiClient
+
+    body: dict[str, Any] = {"name": args.name, "workflow": _read_json_file(args.file, "workflow")}
+    if args.inputs:
+        body["inputs"] = _read_json_file(args.inputs, "inputs spec")
+    if args.policy:
+        body["policy"] = _read_json_file(args.policy, "policy")
+    status, answer = ApiClient(args.url or settings.public_url, args.key or settings.api_key).post(
+        "/v1/workflows", body)
+    print(json.dumps(answer, indent=2))
+    return 0 if status in (200, 201) else 1
+
+
+def _parse_input(pair: str) -> tuple[str, Any]:
+    """k=v: v as JSON when it parses (numbers, booleans), else a string; k=@file sends a file as base64."""
+    name, sep, raw = pair.partition("=")
+    if not sep or not name:
+        raise SystemExit(f"--input {pair!r}: expected NAME=VALUE")
+    if raw.startswith("@"):
+        return name, base64.b64encode(Path(raw[1:]).read_bytes()).decode()
+    try:
+        return name, json.loads(raw)
+    except json.JSONDecodeError:
+        return name, raw
+
+
+def _run(settings: Settings, args: argparse.Namespace) -> int:
+    from comfygate.client import ApiClient
+
+    inputs = dict(_parse_input(pair) for pair in args.input)
+    path = (f"/v1/workflows/{args.name}/versions/{args.version}/runs" if args.version
+            else f"/v1/workflows/{args.name}/runs")
+    if args.wait:
+        path += f"?wait={args.wait}"
+    status, answer = ApiClient(args.url or settings.public_url, args.key or settings.api_key).post(
+        path, {"inputs": inputs})
+    print(json.dumps(answer, indent=2))
+    return 0 if status in (200, 202) and answer.get("status") not in ("failed", "rejected") else 1
+
+
+def _settings(settings: Settings, args: argparse.Namespace) -> int:
+    for spec in SETTINGS:
+        print(f"{spec.env}\n    {spec.help}\n    now: {getattr(settings, spec.name)!r}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="comfygate", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the API server and web UI (and, embedded, a local worker)")
+    serve.add_argument("--worker", dest="worker", action="store_true", default=None,
+                       help="also start a local worker (default with the embedded broker)")
+    serve.add_argument("--no-worker", dest="worker", action="store_false", help="do not start a local worker")
+    serve.set_defaults(handler=_serve)
+
+    worker = sub.add_parser("worker", help="start a Celery worker that executes runs")
+    worker.add_argument("--concurrency", type=int, default=0, help="runs at once (default from settings)")
+    worker.add_argument("--pool", default="", help="pool name: consume queue pool.<name>")
+    worker.set_defaults(handler=_worker)
+
+    db = sub.add_parser("db", help="database schema")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    db_sub.add_parser("upgrade", help="apply migrations").set_defaults(handler=_db_upgrade)
+
+    keys = sub.add_parser("keys", help="API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print its secret once")
+    create.add_argument("name")
+    create.add_argument("--admin", action="store_true", help="may use admin routes (review queue)")
+    create.set_defaults(handler=_keys_create)
+
+    def client_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--url", default="", help="server URL (default COMFYGATE_PUBLIC_URL)")
+        p.add_argument("--key", default="", help="API key (default COMFYGATE_API_KEY)")
+
+    wf = sub.add_parser("workflows", help="workflows")
+    wf_sub = wf.add_subparsers(dest="workflows_command", required=True)
+    push = wf_sub.add_parser("push", help="upload an API-format workflow as a new version")
+    push.add_argument("file")
+    push.add_argument("--name", required=True)
+    push.add_argument("--inputs", help="JSON file naming the exposed inputs")
+    push.add_argument("--policy", help="JSON file with the quality-gate policy")
+    client_options(push)
+    push.set_defaults(handler=_workflows_push)
+
+    run = sub.add_parser("run", help="run a workflow")
+    run.add_argument("name")
+    run.add_argument("--input", action="append", default=[], metavar="NAME=VALUE",
+                     help="an input value (JSON or text; @file sends an image)")
+    run.add_argument("--version", type=int, default=0)
+    run.add_argument("--wait", type=float, nargs="?", const=60.0, default=0.0,
+                     help="wait up to N seconds (default 60) for the result")
+    client_options(run)
+    run.set_defaults(handler=_run)
+
+    sub.add_parser("settings", help="list the settings and their values").set_defaults(handler=_settings)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"comfygate: {exc}", file=sys.stderr)
+        return 2
+    return int(args.handler(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

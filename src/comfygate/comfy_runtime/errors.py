@@ -1,0 +1,86 @@
+"""Errors raised by the workflow runtime.
+
+Every error derives from one base class, so callers can catch the whole family::
+
+    ComfyRuntimeError
+     ├── WorkflowFormatError   the document is not an API-format workflow (shape, not meaning)
+     ├── WorkflowInvalid       the graph breaks node rules; carries ComfyUI's error / node_errors shape
+     ├── InputsInvalid         caller-supplied values for exposed inputs are wrong (.errors lists all)
+     ├── NodeExecutionError    a node raised while running; names node id and class
+     ├── RunCanceled           should_cancel() said stop between two nodes
+     └── NodePackError         a node pack cannot be loaded or clashes with one already registered
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ComfyRuntimeError",
+    "InputsInvalid",
+    "NodeExecutionError",
+    "NodePackError",
+    "RunCanceled",
+    "WorkflowFormatError",
+    "WorkflowInvalid",
+]
+
+
+class ComfyRuntimeError(Exception):
+    """Base class of every error raised by comfygate.comfy_runtime."""
+
+
+class WorkflowFormatError(ComfyRuntimeError):
+    """The workflow document has the wrong shape; the message says what and where."""
+
+
+class WorkflowInvalid(ComfyRuntimeError):
+    """The prompt failed validation.
+
+    ``error`` is ComfyUI's top-level error ``{"type", "message", "details", "extra_info"}`` and
+    ``node_errors`` maps node id -> ``{"errors": [...], "dependent_outputs": [...], "class_type": ...}``.
+    """
+
+    def __init__(self, error: dict[str, Any], node_errors: dict[str, dict[str, Any]] | None = None) -> None:
+        self.error = error
+        self.node_errors = node_errors or {}
+        details = error.get("details")
+        super().__init__(f"{error['message']}: {details}" if details else error["message"])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.error, "node_errors": self.node_errors}
+
+
+class InputsInvalid(ComfyRuntimeError):
+    """Values given for exposed inputs are wrong; ``errors`` is ``[{"input": name, "message": ...}, ...]``."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        self.errors = errors
+        super().__init__("; ".join(f"{e['input']}: {e['message']}" for e in errors))
+
+
+class NodeExecutionError(ComfyRuntimeError):
+    """A node failed while running. The original exception is chained as ``__cause__``."""
+
+    def __init__(self, node_id: str, class_type: str, message: str, exception_type: str = "") -> None:
+        self.node_id = node_id
+        self.class_type = class_type
+        self.message = message
+        self.exception_type = exception_type
+        super().__init__(f"node {node_id} ({class_type}): {message}")
+
+    def to_dict(self) -> dict[str, str]:
+        return {
+            "node_id": self.node_id,
+            "node_type": self.class_type,
+            "message": self.message,
+            "exception_type": self.exception_type,
+        }
+
+
+class RunCanceled(ComfyRuntimeError):
+    """The run was canceled between two nodes."""
+
+
+class NodePackError(ComfyRuntimeError):
+    """A node pack cannot be imported, is malformed, or registers a class_type twice."""

@@ -1,0 +1,28 @@
+"""What a run produces: encoded images with their raw pixels, and timings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy
+
+__all__ = ["OutputImage", "RunResult"]
+
+
+@dataclass
+class OutputImage:
+    index: int  # position among all images of the run, in execution order
+    node_id: str
+    class_type: str
+    filename_prefix: str
+    png: bytes
+    width: int
+    height: int
+    pixels: numpy.ndarray = field(repr=False)  # float32 [H, W, C] as the node produced it; may hold NaN/Inf
+
+
+@dataclass
+class RunResult:
+    outputs: list[OutputImage]
+    execute_ms: float
+    node_ms: dict[str, float]

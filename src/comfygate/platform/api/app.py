@@ -1,0 +1,89 @@
+"""``create_app(settings)``: the aiohttp application (REST API, web UI, admin console) and its lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from comfygate.comfy_runtime import NodeRegistry, create_registry
+from comfygate.platform.api import review, runs, ui, workflows
+from comfygate.platform.api.auth import auth_middleware
+from comfygate.platform.api.context import STATE, AppState
+from comfygate.platform.api.errors import error_middleware
+from comfygate.platform.celery_app import create_celery
+from comfygate.platform.db import make_engine, make_session_factory
+from comfygate.platform.dispatch import Dispatcher
+from comfygate.platform.migrate import is_up_to_date
+from comfygate.platform.notify import RunWaiters, start_listener
+from comfygate.platform.storage import open_storage
+from comfygate.platform.watchdog import sweep
+from comfygate.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"ok": True})
+
+
+def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.Application:
+    # Uploads are checked against the limit as they stream; the extra room is for multipart framing.
+    app = web.Application(middlewares=[error_middleware, auth_middleware],
+                          client_max_size=settings.max_upload_bytes + 64 * 1024)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        if not await asyncio.to_thread(is_up_to_date, engine):
+            raise RuntimeError("the database schema is not up to date: run `comfygate db upgrade` first")
+        celery = create_celery(settings)
+        executor = ThreadPoolExecutor(max_workers=32, thread_name_prefix="comfygate-api")
+        state = AppState(
+            settings=settings,
+            sessions=make_session_factory(engine),
+            registry=registry or create_registry(settings.node_packs),
+            storage=open_storage(settings.storage_url, settings.s3_endpoint_url),
+            dispatcher=Dispatcher(celery, settings.queue_name),
+            waiters=RunWaiters(),
+            executor=executor,
+        )
+        app[STATE] = state
+        stop_listener = await start_listener(settings, state.waiters)
+        watchdog = asyncio.create_task(_watchdog_loop(state))
+        try:
+            yield
+        finally:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+            await stop_listener()
+            executor.shutdown(wait=True)
+            celery.close()
+            engine.dispose()
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_routes(workflows.routes)
+    app.router.add_routes(runs.routes)
+    app.router.add_routes(review.routes)
+    ui.setup(app)
+    return app
+
+
+async def _watchdog_loop(state: AppState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.watchdog_seconds)
+        try:
+            report = await state.in_thread(sweep, state.sessions, state.settings, state.dispatcher)
+        except Exception:
+            # A database blip must not end the watchdog for the life of the server; the next sweep retries.
+            log.exception("watchdog sweep failed; retrying in %s s", state.settings.watchdog_seconds)
+            continue
+        for run_id in report.failed:
+            state.waiters.notify(run_id)

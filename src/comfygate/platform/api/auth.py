@@ -1,0 +1,80 @@
+"""Who is calling: an API key (``Authorization: Bearer``) on ``/v1``, a session cookie on the web UI.
+
+Every ``/v1`` route needs a key; admin routes need an admin key or a logged-in admin session. Forms posted
+from the web UI carry the session's CSRF token, checked before anything changes.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from comfygate.platform.api.context import state_of
+from comfygate.platform.errors import Forbidden, Unauthorized
+from comfygate.platform.services import accounts
+
+__all__ = ["Caller", "CALLER", "auth_middleware", "require_admin", "web_session", "check_csrf",
+           "SESSION_COOKIE"]
+
+SESSION_COOKIE = "comfygate_session"
+
+
+@dataclass(frozen=True)
+class Caller:
+    name: str
+    is_admin: bool
+    api_key_id: int | None = None
+    csrf_token: str | None = None
+
+
+CALLER = "comfygate.caller"
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+async def web_session(request: web.Request) -> Caller | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    row = await state_of(request).call(accounts.session_user, token)
+    if row is None:
+        return None
+    return Caller(name=row.user.username, is_admin=row.user.is_admin, csrf_token=row.csrf_token)
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    if request.path.startswith("/v1/"):
+        token = _bearer(request)
+        if token is not None:
+            key = await state_of(request).call(accounts.authenticate_key, token)
+            if key is None:
+                raise Unauthorized("unknown or revoked API key")
+            request[CALLER] = Caller(name=f"key:{key.name}", is_admin=key.is_admin, api_key_id=key.id)
+        else:
+            # The admin console's pages call /v1 with the admin's session cookie.
+            caller = await web_session(request)
+            if caller is None:
+                raise Unauthorized("this route needs an API key: send 'Authorization: Bearer <key>'")
+            if request.method not in ("GET", "HEAD"):
+                check_csrf(caller, request.headers.get("X-CSRF-Token"))
+            request[CALLER] = caller
+    return await handler(request)
+
+
+def require_admin(request: web.Request) -> Caller:
+    caller: Caller | None = request.get(CALLER)
+    if caller is None or not caller.is_admin:
+        raise Forbidden("this route needs an admin key or an admin session")
+    return caller
+
+
+def check_csrf(caller: Caller, presented: str | None) -> None:
+    if not caller.csrf_token or not presented or not hmac.compare_digest(caller.csrf_token, presented):
+        raise Forbidden("missing or wrong CSRF token; reload the page and try again")

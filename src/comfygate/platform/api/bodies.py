@@ -1,0 +1,77 @@
+"""Reading request bodies: malformed input is the caller's error (4xx) with a message that says why."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from comfygate.platform.errors import BadRequest, PayloadTooLarge
+
+__all__ = ["read_json_object", "read_run_request"]
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than the limit of {limit} bytes")
+
+
+async def _read_bytes(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise _too_large(limit) from exc
+
+
+def _parse_object(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise BadRequest(f"{what} must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
+    raw = await _read_bytes(request, limit)
+    if not raw:
+        raise BadRequest("request body is empty; send a JSON object")
+    return _parse_object(raw, "request body")
+
+
+async def read_run_request(request: web.Request, limit: int) -> tuple[Any, dict[str, bytes]]:
+    """(inputs, uploaded files by input name) from a JSON body or a multipart form.
+
+    Multipart: a field ``inputs`` holding the JSON object, and one file field per image input."""
+    if request.content_type != "multipart/form-data":
+        body = await read_json_object(request, limit) if request.can_read_body else {}
+        unknown = sorted(set(body) - {"inputs"})
+        if unknown:
+            raise BadRequest(f"unknown field(s) {unknown} in the request body; put run inputs under 'inputs'")
+        return body.get("inputs", {}), {}
+    if request.content_length is not None and request.content_length > limit:
+        raise _too_large(limit)
+    inputs: Any = {}
+    files: dict[str, bytes] = {}
+    total = 0
+    try:
+        reader = await request.multipart()
+        async for part in reader:
+            if not isinstance(part, web.BodyPartReader) or not part.name:
+                raise BadRequest("every multipart part needs a name")
+            data = bytearray()
+            while chunk := await part.read_chunk():
+                total += len(chunk)
+                if total > limit:
+                    raise _too_large(limit)
+                data.extend(chunk)
+            if part.name == "inputs" and part.filename is None:
+                inputs = _parse_object(bytes(data), "the 'inputs' form field")
+            else:
+                files[part.name] = bytes(data)
+    except ValueError as exc:
+        raise BadRequest(f"malformed multipart body: {exc}") from exc
+    return inputs, files

@@ -1,0 +1,57 @@
+"""The one error handler: every error leaves as one JSON body (``/v1``) or one HTML page (the web UI)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from comfygate.platform.errors import PlatformError
+
+__all__ = ["error_middleware", "json_error"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
+
+
+def json_error(status: int, code: str, message: str, details: object = None) -> web.Response:
+    body: dict[str, object] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return web.json_response({"error": body}, status=status)
+
+
+def _wants_json(request: web.Request) -> bool:
+    return request.path.startswith("/v1") or "application/json" in request.headers.get("Accept", "")
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except PlatformError as exc:
+        if _wants_json(request):
+            return web.json_response(exc.to_dict(), status=exc.status)
+        return web.Response(text=f"{exc.status}: {exc.message}", status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not _wants_json(request):
+            raise
+        if exc.status == 413:
+            message = "request body too large"
+        else:
+            message = exc.text if exc.text and exc.text != exc.reason else exc.reason
+        return json_error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), message)
+    except json.JSONDecodeError as exc:
+        return json_error(400, "bad_request", f"request body is not valid JSON: {exc}")
+    except Exception:
+        # Our bug, not the caller's: log it with a reference the caller can quote, never leak internals.
+        reference = uuid.uuid4().hex[:12]
+        log.exception("unhandled error on %s %s (ref %s)", request.method, request.path, reference)
+        return json_error(500, "internal_error", f"internal error (reference {reference})")

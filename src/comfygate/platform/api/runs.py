@@ -1,0 +1,144 @@
+"""/v1 runs: start a run of a workflow version, read it (optionally waiting), fetch outputs, cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.orm import Session
+
+from comfygate.platform.api.bodies import read_run_request
+from comfygate.platform.api.context import AppState, state_of
+from comfygate.platform.api.workflows import parse_version_number
+from comfygate.platform.db import session_scope
+from comfygate.platform.errors import NotFound, OutputWithheld, Unprocessable
+from comfygate.platform.models import RunOutput, RunStatus, utcnow
+from comfygate.platform.services import runs as run_service
+from comfygate.platform.services import workflows as workflow_service
+from comfygate.platform.services.runs import withheld_reason
+
+__all__ = ["routes", "MAX_WAIT_SECONDS"]
+
+routes = web.RouteTableDef()
+
+MAX_WAIT_SECONDS = 60.0
+
+
+def _wait_seconds(request: web.Request) -> float:
+    raw = request.query.get("wait")
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_WAIT_SECONDS:
+        raise Unprocessable(f"wait must be a number of seconds from 0 to {MAX_WAIT_SECONDS:g}, got {raw!r}",
+                            details={"field": "wait"})
+    return seconds
+
+
+def _create_and_dispatch(state: AppState, name: str, number: int | None, inputs: Any,
+                         files: dict[str, bytes], api_key_id: int | None) -> dict[str, Any]:
+    with session_scope(state.sessions) as session:
+        version = workflow_service.get_version(session, name, number)
+        run = run_service.create_run(session, state.registry, state.storage, state.image_limits, version,
+                                     inputs, files, api_key_id)
+        run.dispatched_at = utcnow()
+        run_id, attempt = run.id, run.attempt
+    # The row has committed: a worker that picks the task up will find it.
+    state.dispatcher.send(run_id, attempt)
+    return {"id": run_id, "status": RunStatus.QUEUED, "url": f"/v1/runs/{run_id}"}
+
+
+def _run_if_ended(session: Session, run_id: str) -> dict[str, Any] | None:
+    run = run_service.get_run(session, run_id)
+    return run_service.run_to_dict(run) if run.status in RunStatus.TERMINAL else None
+
+
+async def _wait_for_end(state: AppState, run_id: str, seconds: float) -> dict[str, Any] | None:
+    ended: dict[str, Any] = {}
+
+    async def has_ended() -> bool:
+        body = await state.call(_run_if_ended, run_id)
+        if body is not None:
+            ended["run"] = body
+        return body is not None
+
+    if await state.waiters.wait_until_ended(run_id, seconds, has_ended):
+        return ended["run"]
+    return None
+
+
+async def _start_run(request: web.Request, number: int | None) -> web.Response:
+    state = state_of(request)
+    wait = _wait_seconds(request)
+    inputs, files = await read_run_request(request, state.settings.max_upload_bytes)
+    caller = request["comfygate.caller"]
+    accepted = await state.in_thread(_create_and_dispatch, state, request.match_info["name"], number,
+                                     inputs, files, caller.api_key_id)
+    if wait > 0:
+        finished = await _wait_for_end(state, accepted["id"], wait)
+        if finished is not None:
+            return web.json_response(finished, status=200)
+    return web.json_response(accepted, status=202, headers={"Location": accepted["url"]})
+
+
+@routes.post("/v1/workflows/{name}/runs")
+async def start_run_latest(request: web.Request) -> web.Response:
+    return await _start_run(request, None)
+
+
+@routes.post("/v1/workflows/{name}/versions/{number}/runs")
+async def start_run_version(request: web.Request) -> web.Response:
+    return await _start_run(request, parse_version_number(request.match_info["number"]))
+
+
+def _run_body(session: Session, run_id: str) -> dict[str, Any]:
+    return run_service.run_to_dict(run_service.get_run(session, run_id))
+
+
+@routes.get("/v1/runs/{run_id}")
+async def get_run(request: web.Request) -> web.Response:
+    state = state_of(request)
+    run_id = request.match_info["run_id"]
+    wait = _wait_seconds(request)
+    if wait > 0:
+        finished = await _wait_for_end(state, run_id, wait)
+        if finished is not None:
+            return web.json_response(finished)
+    return web.json_response(await state.call(_run_body, run_id))
+
+
+def _released_output(session: Session, run_id: str, index: int) -> RunOutput:
+    run = run_service.get_run(session, run_id)
+    output = next((o for o in run.outputs if o.index == index), None)
+    if output is None:
+        raise NotFound(f"run {run_id} has no output {index}")
+    if not output.released:
+        raise OutputWithheld(withheld_reason(output), details={"verdict": output.verdict,
+                                                               "review": output.review_state})
+    return output
+
+
+@routes.get("/v1/runs/{run_id}/outputs/{index}")
+async def get_output(request: web.Request) -> web.Response:
+    state = state_of(request)
+    raw_index = request.match_info["index"]
+    if not raw_index.isdigit():
+        raise NotFound(f"output index must be a whole number, got {raw_index!r}")
+    output = await state.call(_released_output, request.match_info["run_id"], int(raw_index))
+    data = await state.in_thread(state.storage.get, output.storage_key)
+    return web.Response(body=data, content_type=output.content_type,
+                        headers={"Content-Disposition": f'inline; filename="{output.filename}"',
+                                 "Cache-Control": "private, max-age=31536000, immutable"})
+
+
+@routes.post("/v1/runs/{run_id}/cancel")
+async def cancel_run(request: web.Request) -> web.Response:
+    state = state_of(request)
+    body = await state.call(lambda s, rid: run_service.run_to_dict(run_service.cancel_run(s, rid)),
+                            request.match_info["run_id"])
+    if body["status"] == RunStatus.CANCELED:
+        state.waiters.notify(body["id"])
+    return web.json_response(body, status=202 if body["status"] != RunStatus.CANCELED else 200)

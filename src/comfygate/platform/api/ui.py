@@ -1,0 +1,152 @@
+"""The web UI: log in, upload a workflow, and the admin console's review queue.
+
+Server-rendered pages with plain forms; every form that changes something carries the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from comfygate.platform.api.auth import SESSION_COOKIE, Caller, check_csrf, web_session
+from comfygate.platform.api.context import state_of
+from comfygate.platform.api.review import decide_output, output_id_of, review_queue
+from comfygate.platform.api.workflows import push_workflow
+from comfygate.platform.errors import PlatformError
+from comfygate.platform.services import accounts, workflows as workflow_service
+from comfygate.platform.services.accounts import SESSION_LIFETIME
+
+__all__ = ["setup"]
+
+routes = web.RouteTableDef()
+_templates = jinja2.Environment(loader=jinja2.PackageLoader("comfygate.platform", "templates"),
+                                autoescape=True)
+
+
+def _page(name: str, status: int = 200, **context: Any) -> web.Response:
+    html = _templates.get_template(name).render(**context)
+    return web.Response(text=html, content_type="text/html", status=status)
+
+
+async def _admin_or_login(request: web.Request) -> Caller:
+    caller = await web_session(request)
+    if caller is None or not caller.is_admin:
+        raise web.HTTPSeeOther(f"/login?next={request.path}")
+    return caller
+
+
+async def _form(request: web.Request) -> dict[str, Any]:
+    form = await request.post()
+    return {key: form.get(key) for key in form}
+
+
+@routes.get("/login")
+async def login_page(request: web.Request) -> web.Response:
+    return _page("login.html", next=request.query.get("next", "/"))
+
+
+@routes.post("/login")
+async def login_submit(request: web.Request) -> web.Response:
+    form = await _form(request)
+    next_path = str(form.get("next") or "/")
+    if not next_path.startswith("/") or next_path.startswith("//"):
+        next_path = "/"  # only local redirects: no open redirect through the login form
+    result = await state_of(request).call(accounts.login, str(form.get("username", "")),
+                                          str(form.get("password", "")))
+    if result is None:
+        return _page("login.html", status=401, next=next_path, error="wrong username or password")
+    token, _ = result
+    response = web.HTTPSeeOther(next_path)
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", path="/",
+                        max_age=int(SESSION_LIFETIME.total_seconds()),
+                        secure=state_of(request).settings.secure_cookies)
+    raise response
+
+
+@routes.post("/logout")
+async def logout(request: web.Request) -> web.Response:
+    caller = await _admin_or_login(request)
+    check_csrf(caller, str((await _form(request)).get("csrf_token", "")))
+    await state_of(request).call(accounts.logout, request.cookies[SESSION_COOKIE])
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(SESSION_COOKIE, path="/")
+    raise response
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.Response:
+    caller = await _admin_or_login(request)
+    items = await state_of(request).call(workflow_service.list_workflows)
+    return _page("home.html", caller=caller, workflows=items)
+
+
+def _read_upload_form(form: dict[str, Any]) -> dict[str, Any]:
+    """The form's fields as the REST body: JSON text fields parsed, the workflow from a file or a textarea."""
+    body: dict[str, Any] = {"name": (form.get("name") or "").strip()}
+    upload = form.get("workflow_file")
+    raw_workflow = upload.file.read() if isinstance(upload, web.FileField) else b""
+    if not raw_workflow:
+        raw_workflow = str(form.get("workflow_text") or "").encode()
+    for field, raw in (("workflow", raw_workflow), ("inputs", form.get("inputs")), ("policy", form.get("policy"))):
+        if isinstance(raw, str):
+            raw = raw.encode()
+        if not raw or not raw.strip():
+            continue
+        try:
+            body[field] = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise _FormError(f"{field}: not valid JSON ({exc})") from exc
+    return body
+
+
+class _FormError(Exception):
+    pass
+
+
+@routes.post("/ui/workflows")
+async def upload_workflow(request: web.Request) -> web.Response:
+    caller = await _admin_or_login(request)
+    state = state_of(request)
+    form = await _form(request)
+    check_csrf(caller, str(form.get("csrf_token", "")))
+    items = await state.call(workflow_service.list_workflows)
+    try:
+        body = _read_upload_form(form)
+        summary, created = await state.call(push_workflow, state.registry, body)
+    except _FormError as exc:
+        return _page("home.html", status=400, caller=caller, workflows=items, error=str(exc))
+    except PlatformError as exc:
+        return _page("home.html", status=exc.status, caller=caller, workflows=items, error=exc.message,
+                     error_details=json.dumps(exc.details, indent=2) if exc.details else None)
+    return _page("uploaded.html", status=201 if created else 200, caller=caller, created=created,
+                 summary=summary, schema=json.dumps(summary["input_schema"], indent=2),
+                 base_url=state.settings.public_url)
+
+
+@routes.get("/admin")
+async def admin(request: web.Request) -> web.Response:
+    caller = await _admin_or_login(request)
+    items = await state_of(request).call(review_queue)
+    for item in items:
+        item["graph_json"] = json.dumps(item["graph"], indent=2)
+        item["inputs_json"] = json.dumps(item["inputs"], indent=2)
+    return _page("admin.html", caller=caller, items=items, decided=request.query.get("decided"))
+
+
+@routes.post("/admin/review/{output_id}")
+async def admin_decide(request: web.Request) -> web.Response:
+    caller = await _admin_or_login(request)
+    form = await _form(request)
+    check_csrf(caller, str(form.get("csrf_token", "")))
+    state = state_of(request)
+    result = await state.call(decide_output, output_id_of(request), form.get("decision"), caller.name,
+                              form.get("note") or None)
+    state.waiters.notify(result["run"]["id"])
+    raise web.HTTPSeeOther(f"/admin?decided={result['output_id']}")
+
+
+def setup(app: web.Application) -> None:
+    app.router.add_routes(routes)

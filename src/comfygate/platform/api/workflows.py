@@ -1,0 +1,88 @@
+"""/v1/workflows: upload a workflow version, list and read them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.orm import Session
+
+from comfygate.comfy_runtime import NodeRegistry
+from comfygate.platform.api.bodies import read_json_object
+from comfygate.platform.api.context import state_of
+from comfygate.platform.errors import NotFound, Unprocessable
+from comfygate.platform.services import workflows as workflow_service
+
+__all__ = ["routes", "push_workflow", "parse_version_number"]
+
+routes = web.RouteTableDef()
+
+_UPLOAD_FIELDS = {"name", "workflow", "inputs", "policy"}
+
+
+def push_workflow(session: Session, registry: NodeRegistry, body: dict[str, Any]
+                  ) -> tuple[dict[str, Any], bool]:
+    """Shared by the REST route and the web form: (version summary, created)."""
+    unknown = sorted(set(body) - _UPLOAD_FIELDS)
+    if unknown:
+        raise Unprocessable(f"unknown field(s) {unknown}; expected {sorted(_UPLOAD_FIELDS)}",
+                            details={"fields": unknown})
+    if "workflow" not in body:
+        raise Unprocessable("'workflow' is required: the API-format JSON that ComfyUI's Export (API) writes",
+                            details={"field": "workflow"})
+    for attempt in range(3):
+        try:
+            result = workflow_service.push_version(
+                session, registry, name=body.get("name"), workflow=body["workflow"],
+                inputs_spec=body.get("inputs"), policy=body.get("policy"))
+            return workflow_service.version_summary(result.version), result.created
+        except workflow_service.RaceLost:
+            session.rollback()
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def parse_version_number(raw: str) -> int:
+    if not raw.isdigit() or int(raw) < 1:
+        raise NotFound(f"version must be a positive whole number, got {raw!r}")
+    return int(raw)
+
+
+@routes.post("/v1/workflows")
+async def create_workflow_version(request: web.Request) -> web.Response:
+    state = state_of(request)
+    body = await read_json_object(request, state.settings.max_upload_bytes)
+    summary, created = await state.call(push_workflow, state.registry, body)
+    return web.json_response(summary, status=201 if created else 200)
+
+
+@routes.get("/v1/workflows")
+async def list_workflows(request: web.Request) -> web.Response:
+    items = await state_of(request).call(workflow_service.list_workflows)
+    return web.json_response({"workflows": items})
+
+
+def _workflow_detail(session: Session, name: str) -> dict[str, Any]:
+    latest = workflow_service.get_version(session, name)
+    versions = [workflow_service.version_summary(v) for v in latest.workflow.versions]
+    return {"workflow": name, "latest_version": latest.number, "versions": versions,
+            "run_url": f"/v1/workflows/{name}/runs"}
+
+
+@routes.get("/v1/workflows/{name}")
+async def get_workflow(request: web.Request) -> web.Response:
+    detail = await state_of(request).call(_workflow_detail, request.match_info["name"])
+    return web.json_response(detail)
+
+
+def _version_detail(session: Session, name: str, number: int) -> dict[str, Any]:
+    version = workflow_service.get_version(session, name, number)
+    return {**workflow_service.version_summary(version), "graph": version.graph, "inputs": version.inputs_spec}
+
+
+@routes.get("/v1/workflows/{name}/versions/{number}")
+async def get_version(request: web.Request) -> web.Response:
+    number = parse_version_number(request.match_info["number"])
+    detail = await state_of(request).call(_version_detail, request.match_info["name"], number)
+    return web.json_response(detail)

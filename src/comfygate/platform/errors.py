@@ -1,0 +1,90 @@
+"""Errors of the control plane.
+
+Every error a client can cause maps to one HTTP status and one JSON body, produced by the single handler in
+``platform.api.errors``::
+
+    PlatformError                    (base; status 500 only if raised without a subclass)
+    ├── BadRequest                   400  malformed JSON, a body of the wrong shape
+    ├── Unauthorized                 401  no key, unknown key, revoked key
+    ├── Forbidden                    403  a non-admin key on an admin route, a bad CSRF token
+    │   └── OutputWithheld           403  the output exists but the sentinel (or a reviewer) withheld it
+    ├── NotFound                     404  workflow, version, run or output that does not exist
+    ├── Conflict                     409  a state change that the current state forbids
+    ├── PayloadTooLarge              413  request body or uploaded image over the limit
+    └── Unprocessable                422  the request parsed but its content is invalid
+        └── (carries ``details``: ComfyUI-shaped node_errors, or per-input errors)
+
+Errors of the other subpackages (``comfy_runtime.ComfyRuntimeError``, ``sentinel.PolicyInvalid``) are turned
+into these by the services that call them, so views only ever see ``PlatformError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "PlatformError",
+    "BadRequest",
+    "Unauthorized",
+    "Forbidden",
+    "OutputWithheld",
+    "NotFound",
+    "Conflict",
+    "PayloadTooLarge",
+    "Unprocessable",
+]
+
+
+class PlatformError(Exception):
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": {"code": self.code, "message": self.message}}
+        if self.details is not None:
+            body["error"]["details"] = self.details
+        return body
+
+
+class BadRequest(PlatformError):
+    status = 400
+    code = "bad_request"
+
+
+class Unauthorized(PlatformError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PlatformError):
+    status = 403
+    code = "forbidden"
+
+
+class OutputWithheld(Forbidden):
+    code = "output_withheld"
+
+
+class NotFound(PlatformError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(PlatformError):
+    status = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(PlatformError):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unprocessable(PlatformError):
+    status = 422
+    code = "invalid"

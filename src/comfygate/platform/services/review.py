@@ -1,0 +1,70 @@
+"""The review queue: outputs the sentinel withheld, and the decisions people make about them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, joinedload
+
+from comfygate.platform.errors import Conflict, NotFound, Unprocessable
+from comfygate.platform.models import ReviewDecision, Run, RunOutput, RunStatus
+from comfygate.platform.services.runs import output_url
+
+__all__ = ["pending_outputs", "review_item", "decide", "DECISIONS"]
+
+DECISIONS = ("approve", "reject")
+
+
+def pending_outputs(session: Session, limit: int = 100) -> list[RunOutput]:
+    return list(session.scalars(
+        select(RunOutput).where(RunOutput.review_state == "pending")
+        .options(joinedload(RunOutput.run).joinedload(Run.version))
+        .order_by(RunOutput.created_at, RunOutput.id).limit(limit)
+    ))
+
+
+def review_item(output: RunOutput) -> dict[str, Any]:
+    run = output.run
+    return {
+        "output_id": output.id,
+        "run_id": run.id,
+        "index": output.index,
+        "workflow": run.version.workflow.name,
+        "version": run.version.number,
+        "graph": run.version.graph,
+        "inputs": run.inputs,
+        "verdict": output.verdict,
+        "reasons": output.verdict.get("reasons", []),
+        "scores": output.verdict.get("scores", {}),
+        "image_url": f"/v1/review/{output.id}/image",
+        "output_url": output_url(run.id, output.index),
+        "created_at": output.created_at.isoformat() + "Z",
+    }
+
+
+def decide(session: Session, output_id: int, decision: Any, decided_by: str, note: str | None = None
+           ) -> RunOutput:
+    if decision not in DECISIONS:
+        raise Unprocessable(f"decision must be one of {list(DECISIONS)}, got {decision!r}",
+                            details={"field": "decision"})
+    output = session.get(RunOutput, output_id)
+    if output is None:
+        raise NotFound(f"no output with id {output_id}")
+    # Conditional update: two reviewers clicking at once cannot both decide.
+    state = "approved" if decision == "approve" else "rejected"
+    changed = session.execute(
+        update(RunOutput).where(RunOutput.id == output_id, RunOutput.review_state == "pending")
+        .values(review_state=state, released=decision == "approve")
+    ).rowcount
+    if not changed:
+        raise Conflict(f"output {output_id} is not waiting for review (state: {output.review_state})")
+    session.add(ReviewDecision(output_id=output_id, decision=decision, decided_by=decided_by, note=note))
+    session.flush()
+    session.refresh(output)
+    run = output.run
+    session.refresh(run)
+    if decision == "approve" and all(o.released for o in run.outputs):
+        session.execute(update(Run).where(Run.id == run.id, Run.status == RunStatus.REJECTED)
+                        .values(status=RunStatus.SUCCEEDED))
+    return output

@@ -1,0 +1,210 @@
+"""Runs: creation (validated before anything is queued), reading, cancelling, and the worker's state changes.
+
+Every state change a worker makes is a conditional UPDATE on (id, attempt, status): a worker that lost its
+run to the watchdog (it went silent and the run was re-queued) can no longer touch it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from comfygate.comfy_runtime import InputsInvalid, NodeRegistry, bind_inputs
+from comfygate.platform.errors import Conflict, NotFound, Unprocessable
+from comfygate.platform.models import Run, RunOutput, RunStatus, WorkflowVersion, utcnow
+from comfygate.platform.services.uploads import (
+    ImageLimits,
+    decode_base64_image,
+    store_input_image,
+)
+from comfygate.platform.services.workflows import exposed_inputs_of
+from comfygate.platform.storage import Storage
+
+__all__ = ["create_run", "get_run", "run_to_dict", "cancel_run", "claim_run", "heartbeat", "finish_run",
+           "fail_run", "OutputRecord", "output_url"]
+
+
+def create_run(session: Session, registry: NodeRegistry, storage: Storage, limits: ImageLimits,
+               version: WorkflowVersion, raw_inputs: Any, files: Mapping[str, bytes],
+               api_key_id: int | None) -> Run:
+    if not isinstance(raw_inputs, dict):
+        raise Unprocessable("'inputs' must be an object of input name to value", details={"field": "inputs"})
+    exposed = exposed_inputs_of(registry, version)
+    known = {e.name for e in exposed}
+    unknown_files = sorted(set(files) - known)
+    if unknown_files:
+        raise Unprocessable(f"uploaded file(s) {unknown_files} match no input of this workflow",
+                            details={"inputs": unknown_files})
+    values = dict(raw_inputs)
+    for item in exposed:
+        if item.kind != "image":
+            continue
+        if item.name in files:
+            data = files[item.name]
+        elif item.name in values:
+            data = decode_base64_image(item.name, values[item.name])
+        else:
+            raise Unprocessable(f"input {item.name!r}: an image is required (a file upload or base64)",
+                                details={"errors": [{"input": item.name, "message": "required"}]})
+        values[item.name] = store_input_image(storage, item.name, data, limits)
+    try:
+        prompt = bind_inputs(version.graph, exposed, values)
+    except InputsInvalid as exc:
+        message = "; ".join(f"{e['input']}: {e['message']}" for e in exc.errors)
+        raise Unprocessable(f"invalid inputs: {message}", details={"errors": exc.errors}) from exc
+    run = Run(version_id=version.id, status=RunStatus.QUEUED, inputs=values, prompt=prompt,
+              api_key_id=api_key_id, queued_at=utcnow())
+    session.add(run)
+    session.flush()
+    return run
+
+
+def get_run(session: Session, run_id: str) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"no run with id {run_id!r}")
+    return run
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat() + "Z"
+
+
+def output_url(run_id: str, index: int) -> str:
+    return f"/v1/runs/{run_id}/outputs/{index}"
+
+
+def _output_to_dict(output: RunOutput) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "index": output.index,
+        "id": output.id,
+        "node_id": output.node_id,
+        "filename": output.filename,
+        "url": output_url(output.run_id, output.index),
+        "content_type": output.content_type,
+        "width": output.width,
+        "height": output.height,
+        "size_bytes": output.size_bytes,
+        "released": output.released,
+        "review": output.review_state,
+        "verdict": output.verdict,
+    }
+    if not output.released:
+        body["withheld_reason"] = withheld_reason(output)
+    return body
+
+
+def withheld_reason(output: RunOutput) -> str:
+    reasons = "; ".join(output.verdict.get("reasons", [])) or "failed the quality gate"
+    if output.review_state == "rejected":
+        return f"rejected by a reviewer after the quality gate withheld it ({reasons})"
+    return f"withheld by the quality gate, waiting for review: {reasons}"
+
+
+def run_to_dict(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "status": run.status,
+        "url": f"/v1/runs/{run.id}",
+        "workflow": run.version.workflow.name,
+        "version": run.version.number,
+        "inputs": run.inputs,
+        "attempt": run.attempt,
+        "queued_at": _iso(run.queued_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+        "outputs": [_output_to_dict(o) for o in run.outputs],
+        "error": run.error,
+        "timings": run.timings,
+    }
+
+
+def cancel_run(session: Session, run_id: str) -> Run:
+    run = get_run(session, run_id)
+    if run.status in RunStatus.TERMINAL:
+        raise Conflict(f"run {run_id} has already ended ({run.status}); it cannot be canceled")
+    canceled_now = session.execute(
+        update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED)
+        .values(status=RunStatus.CANCELED, finished_at=utcnow(), cancel_requested=True)
+    ).rowcount
+    if not canceled_now:
+        # Running: the worker sees the flag between nodes and ends the run as canceled.
+        session.execute(update(Run).where(Run.id == run_id).values(cancel_requested=True))
+    session.refresh(run)
+    return run
+
+
+# --- the worker's side -------------------------------------------------------------------------------
+
+
+def _owned(run_id: str, attempt: int) -> Any:
+    return (Run.id == run_id) & (Run.attempt == attempt) & (Run.status == RunStatus.RUNNING)
+
+
+def claim_run(session: Session, run_id: str, attempt: int, worker: str) -> Run | None:
+    """Take a queued run for this attempt; None when it is not ours to run (duplicate or stale message)."""
+    now = utcnow()
+    claimed = session.execute(
+        update(Run)
+        .where(Run.id == run_id, Run.attempt == attempt, Run.status == RunStatus.QUEUED,
+               Run.cancel_requested.is_(False))
+        .values(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker)
+    ).rowcount
+    if not claimed:
+        return None
+    session.flush()
+    return session.get(Run, run_id, populate_existing=True)
+
+
+def heartbeat(session: Session, run_id: str, attempt: int) -> tuple[bool, bool]:
+    """Mark the run alive. Returns (still ours, cancel requested)."""
+    alive = session.execute(update(Run).where(_owned(run_id, attempt)).values(heartbeat_at=utcnow())).rowcount
+    cancel = session.scalar(select(Run.cancel_requested).where(Run.id == run_id))
+    return bool(alive), bool(cancel)
+
+
+@dataclass(frozen=True)
+class OutputRecord:
+    index: int
+    node_id: str
+    filename: str
+    storage_key: str
+    content_type: str
+    width: int | None
+    height: int | None
+    size_bytes: int
+    verdict: dict[str, Any]
+    passed: bool
+
+
+def finish_run(session: Session, run_id: str, attempt: int, outputs: list[OutputRecord],
+               timings: dict[str, float]) -> str | None:
+    """Record outputs and the final status; returns the status, or None if the run is no longer ours."""
+    status = RunStatus.SUCCEEDED if all(o.passed for o in outputs) else RunStatus.REJECTED
+    done = session.execute(
+        update(Run).where(_owned(run_id, attempt))
+        .values(status=status, finished_at=utcnow(), timings=timings, error=None)
+    ).rowcount
+    if not done:
+        return None
+    for o in outputs:
+        session.add(RunOutput(
+            run_id=run_id, index=o.index, node_id=o.node_id, filename=o.filename, storage_key=o.storage_key,
+            content_type=o.content_type, width=o.width, height=o.height, size_bytes=o.size_bytes,
+            verdict=o.verdict, passed=o.passed, released=o.passed,
+            review_state=None if o.passed else "pending",
+        ))
+    return status
+
+
+def fail_run(session: Session, run_id: str, attempt: int, status: str, error: dict[str, Any],
+             timings: dict[str, float] | None = None) -> bool:
+    return bool(session.execute(
+        update(Run).where(_owned(run_id, attempt))
+        .values(status=status, finished_at=utcnow(), error=error, timings=timings)
+    ).rowcount)

@@ -1,0 +1,183 @@
+"""Workflows and their immutable, content-addressed versions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from comfygate.comfy_runtime import (
+    ComfyRuntimeError,
+    ExposedInput,
+    NodeRegistry,
+    WorkflowFormatError,
+    WorkflowInvalid,
+    expose_inputs,
+    input_schema,
+    parse_workflow,
+    validate_prompt,
+)
+from comfygate.platform.errors import NotFound, Unprocessable
+from comfygate.platform.models import Workflow, WorkflowVersion
+from comfygate.sentinel import Policy, PolicyInvalid
+
+__all__ = ["PushResult", "push_version", "get_version", "list_workflows", "exposed_inputs_of",
+           "version_summary", "WORKFLOW_NAME", "RaceLost"]
+
+WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+
+
+class RaceLost(Exception):
+    """A concurrent push took the version number; retrying the push resolves it."""
+
+
+@dataclass(frozen=True)
+class PushResult:
+    version: WorkflowVersion
+    created: bool
+
+
+def _content_hash(graph: Mapping[str, Any], inputs_spec: Any, policy: Mapping[str, Any]) -> str:
+    canonical = json.dumps({"workflow": graph, "inputs": inputs_spec, "policy": policy},
+                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not WORKFLOW_NAME.match(name):
+        raise Unprocessable(
+            "workflow name must be 1-128 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit",
+            details={"field": "name", "value": name if isinstance(name, str) else None},
+        )
+    return name
+
+
+def _check_inputs_spec(spec: Any) -> dict[str, dict[str, str]] | None:
+    if spec is None:
+        return None
+    if not isinstance(spec, dict):
+        raise Unprocessable("'inputs' must be an object mapping API input names to {node, input}",
+                            details={"field": "inputs"})
+    for api_name, target in spec.items():
+        if not isinstance(target, dict) or set(target) != {"node", "input"} or not all(
+            isinstance(v, str) for v in target.values()
+        ):
+            raise Unprocessable(
+                f"inputs.{api_name} must be {{\"node\": \"<node id>\", \"input\": \"<input name>\"}}",
+                details={"field": f"inputs.{api_name}"},
+            )
+    return spec
+
+
+def analyse(registry: NodeRegistry, workflow: Any, inputs_spec: Any, policy: Any
+            ) -> tuple[dict[str, Any], dict[str, Any] | None, list[ExposedInput], dict[str, Any]]:
+    """Parse and validate an upload; returns (graph, inputs spec, exposed inputs, normalised policy)."""
+    spec = _check_inputs_spec(inputs_spec)
+    try:
+        graph = parse_workflow(workflow)
+        exposed = expose_inputs(graph, registry, spec)
+        per_run_files = {(e.node_id, e.input_name) for e in exposed if e.kind == "image"}
+        validate_prompt(graph, registry, skip_file_check=per_run_files)
+    except WorkflowFormatError as exc:
+        raise Unprocessable(f"workflow: {exc}", details={"field": "workflow"}) from exc
+    except WorkflowInvalid as exc:
+        raise Unprocessable(exc.to_dict()["error"]["message"], details=exc.to_dict()) from exc
+    except ComfyRuntimeError as exc:
+        raise Unprocessable(str(exc), details={"field": "workflow"}) from exc
+    try:
+        normalised_policy = Policy.from_dict(policy).to_dict()
+    except PolicyInvalid as exc:
+        raise Unprocessable(f"policy: {exc}", details={"field": "policy"}) from exc
+    # Only a prompt_input the uploader named must exist; the default one simply finds no text to check.
+    prompt_input = policy.get("prompt_input") if isinstance(policy, dict) else None
+    if prompt_input is not None and prompt_input not in {e.name for e in exposed}:
+        raise Unprocessable(f"policy.prompt_input names {prompt_input!r}, which is not an exposed input",
+                            details={"field": "policy.prompt_input"})
+    return graph, spec, exposed, normalised_policy
+
+
+def _schema_for(exposed: list[ExposedInput]) -> dict[str, Any]:
+    # An exported LoadImage names a file on the exporter's disk, not one we hold: image inputs are required.
+    schema = input_schema(exposed)
+    images = {e.name for e in exposed if e.kind == "image"}
+    if images:
+        schema["required"] = sorted(set(schema.get("required", [])) | images)
+    return schema
+
+
+def push_version(session: Session, registry: NodeRegistry, *, name: Any, workflow: Any,
+                 inputs_spec: Any = None, policy: Any = None) -> PushResult:
+    name = _check_name(name)
+    graph, spec, exposed, normalised_policy = analyse(registry, workflow, inputs_spec, policy)
+    digest = _content_hash(graph, spec, normalised_policy)
+
+    wf = session.scalars(select(Workflow).where(Workflow.name == name)).one_or_none()
+    if wf is None:
+        wf = Workflow(name=name)
+        session.add(wf)
+        session.flush()
+    existing = session.scalars(
+        select(WorkflowVersion).where(WorkflowVersion.workflow_id == wf.id,
+                                      WorkflowVersion.content_hash == digest)
+    ).one_or_none()
+    if existing is not None:
+        return PushResult(existing, created=False)
+
+    number = (session.scalar(select(func.max(WorkflowVersion.number))
+                             .where(WorkflowVersion.workflow_id == wf.id)) or 0) + 1
+    version = WorkflowVersion(workflow=wf, number=number, content_hash=digest, graph=graph,
+                              inputs_spec=spec, input_schema=_schema_for(exposed), policy=normalised_policy)
+    session.add(version)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        # Two uploads raced for the same number; the caller retries the whole unit of work.
+        raise RaceLost(name) from exc
+    return PushResult(version, created=True)
+
+
+def get_version(session: Session, name: str, number: int | None = None) -> WorkflowVersion:
+    wf = session.scalars(select(Workflow).where(Workflow.name == name)).one_or_none()
+    if wf is None:
+        raise NotFound(f"no workflow named {name!r}")
+    query = select(WorkflowVersion).where(WorkflowVersion.workflow_id == wf.id)
+    if number is None:
+        query = query.order_by(WorkflowVersion.number.desc()).limit(1)
+    else:
+        query = query.where(WorkflowVersion.number == number)
+    version = session.scalars(query).first()
+    if version is None:
+        raise NotFound(f"workflow {name!r} has no version {number}" if number else
+                       f"workflow {name!r} has no versions")
+    return version
+
+
+def list_workflows(session: Session) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(Workflow.name, func.max(WorkflowVersion.number), func.min(Workflow.created_at))
+        .join(WorkflowVersion).group_by(Workflow.name).order_by(Workflow.name)
+    ).all()
+    return [{"workflow": n, "latest_version": v, "url": f"/v1/workflows/{n}"} for n, v, _ in rows]
+
+
+def exposed_inputs_of(registry: NodeRegistry, version: WorkflowVersion) -> list[ExposedInput]:
+    return expose_inputs(version.graph, registry, version.inputs_spec)
+
+
+def version_summary(version: WorkflowVersion) -> dict[str, Any]:
+    name = version.workflow.name
+    return {
+        "workflow": name,
+        "version": version.number,
+        "run_url": f"/v1/workflows/{name}/versions/{version.number}/runs",
+        "input_schema": version.input_schema,
+        "policy": version.policy,
+        "created_at": version.created_at.isoformat() + "Z",
+    }

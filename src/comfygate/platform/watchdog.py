@@ -1,0 +1,82 @@
+"""The watchdog: no broker or worker crash leaves a run stuck.
+
+- A ``running`` run whose heartbeat is older than ``stale_after_seconds`` lost its worker: it is re-queued
+  as the next attempt, or failed with a reason once ``max_attempts`` are used up.
+- A ``queued`` run not dispatched for ``queued_timeout_seconds`` may have lost its broker message (the
+  embedded broker drops unacked messages when a worker dies; a send may have failed): it is sent again.
+  A duplicate is harmless, since a worker only claims (run id, attempt) once.
+
+Every change is a conditional UPDATE, so several API servers may run watchdogs side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from comfygate.platform.db import session_scope
+from comfygate.platform.dispatch import Dispatcher
+from comfygate.platform.models import Run, RunStatus, utcnow
+from comfygate.settings import Settings
+
+__all__ = ["SweepReport", "sweep"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    requeued: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    redispatched: list[str] = field(default_factory=list)
+
+
+def sweep(factory: sessionmaker[Session], settings: Settings, dispatcher: Dispatcher) -> SweepReport:
+    report = SweepReport()
+    to_send: list[tuple[str, int]] = []
+    now = utcnow()
+    with session_scope(factory) as session:
+        stale_cutoff = now - timedelta(seconds=settings.stale_after_seconds)
+        stale = session.execute(
+            select(Run.id, Run.attempt, Run.worker)
+            .where(Run.status == RunStatus.RUNNING, Run.heartbeat_at < stale_cutoff)
+        ).all()
+        for run_id, attempt, worker in stale:
+            owned = ((Run.id == run_id) & (Run.attempt == attempt) & (Run.status == RunStatus.RUNNING)
+                     & (Run.heartbeat_at < stale_cutoff))
+            if attempt < settings.max_attempts:
+                if session.execute(update(Run).where(owned).values(
+                        status=RunStatus.QUEUED, attempt=attempt + 1, worker=None, heartbeat_at=None,
+                        started_at=None, dispatched_at=now)).rowcount:
+                    report.requeued.append(run_id)
+                    to_send.append((run_id, attempt + 1))
+            else:
+                reason = (f"worker {worker} went silent (no heartbeat for {settings.stale_after_seconds:g} s) "
+                          f"on attempt {attempt} of {settings.max_attempts}; giving up")
+                if session.execute(update(Run).where(owned).values(
+                        status=RunStatus.FAILED, finished_at=now,
+                        error={"message": reason, "type": "worker_lost"})).rowcount:
+                    report.failed.append(run_id)
+
+        lost_cutoff = now - timedelta(seconds=settings.queued_timeout_seconds)
+        lost = session.execute(
+            select(Run.id, Run.attempt).where(Run.status == RunStatus.QUEUED, Run.dispatched_at < lost_cutoff)
+        ).all()
+        for run_id, attempt in lost:
+            if session.execute(update(Run).where(
+                    Run.id == run_id, Run.attempt == attempt, Run.status == RunStatus.QUEUED,
+                    Run.dispatched_at < lost_cutoff).values(dispatched_at=now)).rowcount:
+                report.redispatched.append(run_id)
+                to_send.append((run_id, attempt))
+
+    # Sent only after the commit: a worker must find the row in its new state.
+    for run_id, attempt in to_send:
+        dispatcher.send(run_id, attempt)
+    if report.requeued or report.failed or report.redispatched:
+        log.warning("watchdog: requeued %s, failed %s, re-sent %s",
+                    report.requeued, report.failed, report.redispatched)
+    return report

@@ -1,0 +1,200 @@
+"""What a worker does with one run: claim, execute, gate, store, record.
+
+``RunProcessor`` holds what a worker process keeps warm (node registry, sentinel with its CLIP model,
+storage client, database engine) and is built once per process. ``process(run_id, attempt)`` is idempotent:
+a duplicate or stale task finds the run not claimable and returns.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from comfygate.comfy_runtime import (
+    NodeExecutionError,
+    NodeRegistry,
+    OutputImage,
+    RunCanceled,
+    RunContext,
+    create_registry,
+    execute,
+)
+from comfygate.platform.db import make_engine, make_session_factory, session_scope
+from comfygate.platform.models import RunStatus
+from comfygate.platform.notify import Publisher, make_publisher
+from comfygate.platform.services import runs as run_service
+from comfygate.platform.services.uploads import input_key
+from comfygate.platform.storage import Storage, StoredObjectMissing, open_storage
+from comfygate.sentinel import Candidate, ClipScorer, Policy, Sentinel
+from comfygate.settings import Settings
+
+__all__ = ["RunProcessor"]
+
+log = logging.getLogger(__name__)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 3)
+
+
+@dataclass
+class _Heartbeat:
+    """Marks the run alive from a side thread and notices cancel requests."""
+
+    factory: sessionmaker[Session]
+    run_id: str
+    attempt: int
+    interval: float
+    cancel_requested: threading.Event
+    lost: threading.Event
+    stop: threading.Event
+
+    def loop(self) -> None:
+        while not self.stop.wait(self.interval):
+            with session_scope(self.factory) as session:
+                alive, cancel = run_service.heartbeat(session, self.run_id, self.attempt)
+            if cancel:
+                self.cancel_requested.set()
+            if not alive:
+                self.lost.set()
+                return
+
+
+class RunProcessor:
+    def __init__(self, settings: Settings, registry: NodeRegistry | None = None) -> None:
+        self.settings = settings
+        self.engine = make_engine(settings.database_url)
+        self.sessions = make_session_factory(self.engine)
+        self.registry = registry or create_registry(settings.node_packs)
+        self.storage: Storage = open_storage(settings.storage_url, settings.s3_endpoint_url)
+        self.clip: ClipScorer | None = None
+        if settings.clip_model and settings.clip_weights:
+            self.clip = ClipScorer(settings.clip_model, settings.clip_weights)
+        self.sentinel = Sentinel(clip=self.clip)
+        self.publisher: Publisher = make_publisher(settings)
+        self.name = f"{socket.gethostname()}:{os.getpid()}"
+
+    def warm_up(self) -> None:
+        """Load the CLIP model before taking runs, so the first run does not pay for it (and a bad weights
+        path stops the worker at start with a clear error rather than failing runs one by one)."""
+        if self.clip is not None:
+            self.clip.load()
+
+    def process(self, run_id: str, attempt: int) -> str | None:
+        """Run one attempt of a run; returns the final status, or None when the run was not ours."""
+        with session_scope(self.sessions) as session:
+            run = run_service.claim_run(session, run_id, attempt, self.name)
+            if run is None:
+                log.info("run %s attempt %s is not claimable (duplicate or stale task); skipped", run_id, attempt)
+                return None
+            prompt = run.prompt
+            inputs = dict(run.inputs)
+            policy = Policy.from_dict(run.version.policy)
+            queue_ms = (run.started_at - run.queued_at).total_seconds() * 1000 if run.started_at else 0.0
+        try:
+            return self._execute_and_record(run_id, attempt, prompt, inputs, policy, round(queue_ms, 3))
+        except Exception as exc:
+            # A bug of ours, not of the workflow: record it so the run never stays 'running', then re-raise
+            # so the worker log carries the traceback.
+            log.exception("run %s attempt %s failed inside comfygate", run_id, attempt)
+            self._end_without_outputs(run_id, attempt, RunStatus.FAILED,
+                                      {"message": f"internal error: {type(exc).__name__}: {exc}"}, {})
+            raise
+        finally:
+            self.publisher.run_ended(run_id)
+
+    @contextmanager
+    def _heartbeat(self, run_id: str, attempt: int) -> Iterator[_Heartbeat]:
+        beat = _Heartbeat(self.sessions, run_id, attempt, self.settings.heartbeat_seconds,
+                          threading.Event(), threading.Event(), threading.Event())
+        thread = threading.Thread(target=beat.loop, name=f"heartbeat-{run_id}", daemon=True)
+        thread.start()
+        try:
+            yield beat
+        finally:
+            beat.stop.set()
+            thread.join()
+
+    def _execute_and_record(self, run_id: str, attempt: int, prompt: dict[str, Any], inputs: dict[str, Any],
+                            policy: Policy, queue_ms: float) -> str | None:
+        timings: dict[str, float] = {"queue_ms": queue_ms}
+        with self._heartbeat(run_id, attempt) as beat, tempfile.TemporaryDirectory(prefix="cg-run-") as tmp:
+            try:
+                self._fetch_input_files(prompt, Path(tmp))
+                start = time.perf_counter()
+                result = execute(prompt, self.registry, RunContext(
+                    input_dir=Path(tmp), should_cancel=beat.cancel_requested.is_set))
+                timings["execute_ms"] = _ms(start)
+            except RunCanceled:
+                return self._end_without_outputs(run_id, attempt, RunStatus.CANCELED,
+                                                 {"message": "canceled at the caller's request"}, timings)
+            except NodeExecutionError as exc:
+                return self._end_without_outputs(run_id, attempt, RunStatus.FAILED, exc.to_dict(), timings)
+            except StoredObjectMissing as exc:
+                return self._end_without_outputs(run_id, attempt, RunStatus.FAILED,
+                                                 {"message": f"an input file is missing from storage: {exc}"},
+                                                 timings)
+            if beat.lost.is_set():
+                log.warning("run %s attempt %s was taken back by the watchdog; result dropped", run_id, attempt)
+                return None
+
+        prompt_text = inputs.get(policy.prompt_input) if policy.prompt_input else None
+        start = time.perf_counter()
+        verdicts = [self.sentinel.evaluate(self._candidate(o), policy,
+                                           prompt_text if isinstance(prompt_text, str) else None)
+                    for o in result.outputs]
+        timings["sentinel_ms"] = _ms(start)
+
+        start = time.perf_counter()
+        records = []
+        for output, verdict in zip(result.outputs, verdicts, strict=True):
+            key = f"runs/{run_id}/{output.index}.png"
+            self.storage.put(key, output.png, "image/png")
+            records.append(run_service.OutputRecord(
+                index=output.index, node_id=output.node_id, filename=_download_name(output),
+                storage_key=key, content_type="image/png", width=output.width, height=output.height,
+                size_bytes=len(output.png), verdict=verdict.to_dict(), passed=verdict.passed))
+        timings["store_ms"] = _ms(start)
+        timings["total_ms"] = round(sum(timings.values()), 3)
+
+        with session_scope(self.sessions) as session:
+            status = run_service.finish_run(session, run_id, attempt, records, timings)
+        if status is None:
+            log.warning("run %s attempt %s ended elsewhere; its result was not recorded", run_id, attempt)
+        return status
+
+    def _end_without_outputs(self, run_id: str, attempt: int, status: str, error: dict[str, Any],
+                             timings: dict[str, float]) -> str | None:
+        with session_scope(self.sessions) as session:
+            recorded = run_service.fail_run(session, run_id, attempt, status, error, timings)
+        return status if recorded else None
+
+    def _fetch_input_files(self, prompt: dict[str, Any], input_dir: Path) -> None:
+        # Only uploaded images are in storage; names were made by us (content hashes), never by callers.
+        for node in prompt.values():
+            if node.get("class_type") != "LoadImage":
+                continue
+            name = node.get("inputs", {}).get("image")
+            if isinstance(name, str) and not (input_dir / name).exists() and self.storage.exists(input_key(name)):
+                (input_dir / name).write_bytes(self.storage.get(input_key(name)))
+
+    @staticmethod
+    def _candidate(output: OutputImage) -> Candidate:
+        return Candidate(data=output.png, content_type="image/png", expected_width=output.width,
+                         expected_height=output.height, pixels=output.pixels)
+
+
+def _download_name(output: OutputImage) -> str:
+    stem = output.filename_prefix.replace("/", "_") or "output"
+    return f"{stem}_{output.index:05d}.png"

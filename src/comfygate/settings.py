@@ -1,0 +1,170 @@
+"""Typed settings, read from the environment once and passed down.
+
+This is the only module that reads ``os.environ``. Every setting is declared in ``SETTINGS`` with its
+environment variable, type, default and help text; ``comfygate settings`` prints them, and a test fails
+when one is undocumented.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Settings", "SettingSpec", "SETTINGS", "SettingsError"]
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    env: str
+    help: str
+    parse: Callable[[str], Any] = str
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"expected true/false, got {raw!r}")
+
+
+def _csv(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+SETTINGS: tuple[SettingSpec, ...] = (
+    SettingSpec("data_dir", "COMFYGATE_DATA_DIR",
+                "Folder for the embedded default: SQLite file, broker folders, local outputs. Default ./data.",
+                Path),
+    SettingSpec("database_url", "COMFYGATE_DATABASE_URL",
+                "SQLAlchemy URL of the run table's database. Default: SQLite file in the data dir. "
+                "Production: postgresql+psycopg://user@host/db."),
+    SettingSpec("broker_url", "COMFYGATE_BROKER_URL",
+                "Celery broker URL. Default: kombu's filesystem transport in the data dir (no server). "
+                "Production: redis://host:6379/0 or amqp://user:pass@host//."),
+    SettingSpec("storage_url", "COMFYGATE_STORAGE_URL",
+                "Where outputs and uploaded inputs are stored: file:///abs/path or s3://bucket/prefix. "
+                "Default: file://<data dir>/files."),
+    SettingSpec("s3_endpoint_url", "COMFYGATE_S3_ENDPOINT_URL",
+                "Endpoint of an S3-compatible server (MinIO, moto, ...). Empty: AWS's default endpoint."),
+    SettingSpec("host", "COMFYGATE_HOST", "Address the API server binds. Default 127.0.0.1."),
+    SettingSpec("port", "COMFYGATE_PORT", "Port of the API server and web UI. Default 8288.", int),
+    SettingSpec("public_url", "COMFYGATE_PUBLIC_URL",
+                "Base URL clients use to reach the server; used in printed links. Default http://host:port."),
+    SettingSpec("pool", "COMFYGATE_POOL",
+                "Worker pool name: runs go to Celery queue pool.<name>. Default 'default'."),
+    SettingSpec("worker_concurrency", "COMFYGATE_WORKER_CONCURRENCY",
+                "Runs one worker executes at once (threads). Default 2.", int),
+    SettingSpec("embedded_worker", "COMFYGATE_EMBEDDED_WORKER",
+                "Whether `comfygate serve` also starts a local worker. Default: true with the filesystem "
+                "broker, false otherwise.", _bool),
+    SettingSpec("node_packs", "COMFYGATE_NODE_PACKS",
+                "Comma-separated Python modules with ComfyUI-format NODE_CLASS_MAPPINGS to load after the "
+                "built-in nodes.", _csv),
+    SettingSpec("clip_model", "COMFYGATE_CLIP_MODEL",
+                "open_clip model name for the prompt-alignment check (e.g. ViT-B-32). Empty: check not run."),
+    SettingSpec("clip_weights", "COMFYGATE_CLIP_WEIGHTS",
+                "Local path of the open_clip weights file. Nothing is ever downloaded.", Path),
+    SettingSpec("max_upload_bytes", "COMFYGATE_MAX_UPLOAD_BYTES",
+                "Largest request body accepted (workflow uploads, run inputs with images). Default 20 MiB.",
+                int),
+    SettingSpec("max_image_pixels", "COMFYGATE_MAX_IMAGE_PIXELS",
+                "Largest uploaded image, in pixels; Pillow's decompression-bomb guard. Default 64 Mpx.", int),
+    SettingSpec("heartbeat_seconds", "COMFYGATE_HEARTBEAT_SECONDS",
+                "How often a worker marks its running run alive. Default 2.", float),
+    SettingSpec("stale_after_seconds", "COMFYGATE_STALE_AFTER_SECONDS",
+                "A running run whose heartbeat is older than this is taken as lost. Default 15.", float),
+    SettingSpec("queued_timeout_seconds", "COMFYGATE_QUEUED_TIMEOUT_SECONDS",
+                "A run queued this long without a worker claiming it is dispatched again (a lost broker "
+                "message). Default 300.", float),
+    SettingSpec("max_attempts", "COMFYGATE_MAX_ATTEMPTS",
+                "How many times a run is tried before the watchdog fails it. Default 3.", int),
+    SettingSpec("watchdog_seconds", "COMFYGATE_WATCHDOG_SECONDS",
+                "How often the watchdog looks for lost runs. Default 5.", float),
+    SettingSpec("api_key", "COMFYGATE_API_KEY",
+                "API key the command-line client (`comfygate workflows push`, `comfygate run`) sends."),
+    SettingSpec("secure_cookies", "COMFYGATE_SECURE_COOKIES",
+                "Mark the admin session cookie Secure (set true behind HTTPS). Default false.", _bool),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    broker_url: str = ""
+    storage_url: str = ""
+    s3_endpoint_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8288
+    public_url: str = ""
+    pool: str = "default"
+    worker_concurrency: int = 2
+    embedded_worker: bool | None = None
+    node_packs: tuple[str, ...] = field(default_factory=tuple)
+    clip_model: str = ""
+    clip_weights: Path | None = None
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_image_pixels: int = 64_000_000
+    heartbeat_seconds: float = 2.0
+    stale_after_seconds: float = 15.0
+    queued_timeout_seconds: float = 300.0
+    max_attempts: int = 3
+    watchdog_seconds: float = 5.0
+    api_key: str = ""
+    secure_cookies: bool = False
+
+    def __post_init__(self) -> None:
+        # Derived defaults depend on data_dir, so they are filled here rather than as field defaults.
+        data_dir = Path(self.data_dir).absolute()
+        object.__setattr__(self, "data_dir", data_dir)
+        if not self.database_url:
+            object.__setattr__(self, "database_url", f"sqlite:///{data_dir / 'comfygate.db'}")
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", "filesystem://")
+        if not self.storage_url:
+            object.__setattr__(self, "storage_url", (data_dir / "files").as_uri())
+        if not self.public_url:
+            object.__setattr__(self, "public_url", f"http://{self.host}:{self.port}")
+        if self.embedded_worker is None:
+            object.__setattr__(self, "embedded_worker", self.uses_filesystem_broker)
+
+    @property
+    def uses_filesystem_broker(self) -> bool:
+        return self.broker_url.startswith("filesystem:")
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"
+
+    @property
+    def queue_name(self) -> str:
+        return f"pool.{self.pool}"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for spec in SETTINGS:
+            raw = environ.get(spec.env)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[spec.name] = spec.parse(raw)
+            except ValueError as exc:
+                raise SettingsError(f"{spec.env}={raw!r}: {exc}") from exc
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,122 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comfygate.comfy_runtime import (
+    NodeExecutionError,
+    RunCanceled,
+    RunContext,
+    WorkflowInvalid,
+    create_registry,
+    execute,
+)
+
+from .conftest import save_prompt
+
+CHAIN = {
+    "10": {"class_type": "EmptyImage",
+           "inputs": {"width": 6, "height": 4, "batch_size": 2, "color": 0xFF0000}},
+    "2": {"class_type": "ImageInvert", "inputs": {"image": ["10", 0]}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "a"}},
+    "4": {"class_type": "PreviewImage", "inputs": {"images": ["10", 0]}},
+    "7": {"class_type": "SolidMask", "inputs": {"value": 1.0, "width": 4, "height": 4}},  # not needed
+}
+
+
+def run(prompt, registry, tmp_path, **context):
+    return execute(prompt, registry, RunContext(input_dir=tmp_path, **context))
+
+
+def test_runs_needed_nodes_in_order_and_numbers_outputs(registry, tmp_path):
+    events = []
+    result = run(CHAIN, registry, tmp_path, on_event=events.append)
+    executed = [e["node"] for e in events]
+    assert executed == ["10", "2", "3", "4", None]  # "7" feeds no output; None = finished
+    assert [(o.index, o.node_id, o.class_type) for o in result.outputs] == [
+        (0, "3", "SaveImage"), (1, "3", "SaveImage"), (2, "4", "PreviewImage"), (3, "4", "PreviewImage")]
+    first = result.outputs[0]
+    assert (first.width, first.height, first.filename_prefix) == (6, 4, "a")
+    assert first.pixels.shape == (4, 6, 3) and np.allclose(first.pixels[0, 0], [0.0, 1.0, 1.0])
+    assert np.asarray(Image.open(io.BytesIO(first.png)))[0, 0].tolist() == [0, 255, 255]
+    assert set(result.node_ms) == {"10", "2", "3", "4"}
+    assert result.execute_ms >= max(result.node_ms.values())
+
+
+def test_cancel_between_nodes(registry, tmp_path):
+    events = []
+    with pytest.raises(RunCanceled):
+        run(CHAIN, registry, tmp_path, on_event=events.append, should_cancel=lambda: len(events) >= 2)
+    assert [e["node"] for e in events] == ["10", "2"]
+
+
+def test_node_failure_names_node(registry, tmp_path):
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    with pytest.raises(NodeExecutionError) as caught:
+        run(prompt, registry, tmp_path)
+    body = caught.value.to_dict()
+    assert body["node_id"] == "1" and body["node_type"] == "LoadImage"
+    assert "'image'" in body["message"] and "missing.png" in body["message"]
+    assert body["exception_type"] == "FileNotFoundError"
+    assert isinstance(caught.value.__cause__, FileNotFoundError)
+
+
+def test_load_image_runs_from_input_dir(registry, tmp_path):
+    Image.new("RGBA", (3, 2), (10, 20, 30, 255)).save(tmp_path / "in.png")
+    prompt = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "in.png"}},
+        "2": {"class_type": "MaskToImage", "inputs": {"mask": ["1", 1]}},
+        "3": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+    (mask_image,) = run(prompt, registry, tmp_path).outputs
+    assert mask_image.pixels.shape == (2, 3, 3) and mask_image.pixels.max() == 0.0  # opaque: mask 0
+
+
+def test_validates_before_running(registry, tmp_path):
+    events = []
+    with pytest.raises(WorkflowInvalid):
+        run(save_prompt(prefix="../../x"), registry, tmp_path, on_event=events.append)
+    assert events == []
+
+
+class Exploding:
+    CATEGORY = "test"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "go"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"image": ("IMAGE",)}, "hidden": {"prompt": "PROMPT", "node": "UNIQUE_ID"}}
+
+    def go(self, image, prompt, node):
+        raise RuntimeError(f"boom in {node} of {len(prompt)} nodes")
+
+
+class WrongArity(Exploding):
+    def go(self, image, prompt, node):
+        return (image, image)
+
+
+NODE_CLASS_MAPPINGS = {"Exploding": Exploding, "WrongArity": WrongArity}  # this module doubles as a pack
+
+
+@pytest.mark.parametrize(
+    ("class_type", "match"), [("Exploding", "boom in 5 of 3"), ("WrongArity", "declares 1 outputs")]
+)
+def test_node_errors_are_wrapped(tmp_path, class_type, match):
+    registry = create_registry([__name__])
+    prompt = save_prompt(images_link=("5", 0))
+    prompt["5"] = {"class_type": class_type, "inputs": {"image": ["1", 0]}}
+    with pytest.raises(NodeExecutionError, match=match) as caught:
+        run(prompt, registry, tmp_path)
+    assert (caught.value.node_id, caught.value.class_type) == ("5", class_type)
+
+
+def test_nothing_is_cached_between_runs(registry, tmp_path):
+    first = run(save_prompt(color=0x000000), registry, tmp_path).outputs[0]
+    second = run(save_prompt(color=0xFFFFFF), registry, tmp_path).outputs[0]
+    assert first.pixels.max() == 0.0 and second.pixels.min() == 1.0

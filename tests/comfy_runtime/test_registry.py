@@ -1,0 +1,77 @@
+import subprocess
+import sys
+
+import pytest
+
+from comfygate.comfy_runtime import NodePackError, NodeRegistry, create_registry
+from comfygate.comfy_runtime.nodes import NODE_CLASS_MAPPINGS
+
+BUILTINS = [
+    "EmptyImage", "LoadImage", "SaveImage", "PreviewImage", "ImageScale", "ImageScaleBy", "ImageInvert",
+    "ImageBlur", "ImageSharpen", "ImageCrop", "ImagePadForOutpaint", "ImageToMask", "MaskToImage",
+    "SolidMask", "ImageCompositeMasked",
+]
+
+
+def test_registries_are_independent():
+    first, second = create_registry(), create_registry()
+    first.register_pack({"Extra": NODE_CLASS_MAPPINGS["ImageInvert"]}, source="test")
+    assert "Extra" in first and "Extra" not in second
+    assert sorted(BUILTINS) == second.names()
+
+
+def test_duplicate_class_type_is_rejected_and_nothing_is_added():
+    registry = create_registry()
+    with pytest.raises(NodePackError, match="EmptyImage.*builtin"):
+        registry.register_pack({"New": NODE_CLASS_MAPPINGS["ImageInvert"],
+                                "EmptyImage": NODE_CLASS_MAPPINGS["EmptyImage"]}, source="other")
+    assert "New" not in registry
+
+
+class NotANode:
+    pass
+
+
+@pytest.mark.parametrize("pack", [{"Bad": NotANode}, {"Bad": 3}, {"": NODE_CLASS_MAPPINGS["ImageInvert"]}])
+def test_malformed_nodes_are_rejected(pack):
+    with pytest.raises(NodePackError):
+        NodeRegistry().register_pack(pack)
+
+
+def test_load_pack_module_errors():
+    registry = NodeRegistry()
+    with pytest.raises(NodePackError, match="cannot be imported"):
+        registry.load_pack_module("comfygate_no_such_pack")
+    with pytest.raises(NodePackError, match="NODE_CLASS_MAPPINGS"):
+        registry.load_pack_module("json")
+
+
+def test_importing_the_runtime_does_not_import_torch():
+    code = (
+        "import sys; import comfygate.comfy_runtime as r; from comfygate.comfy_runtime import validation, "
+        "executor, registry, inputs; assert 'torch' not in sys.modules, 'torch imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("class_type", BUILTINS)
+def test_object_info_matches_comfyui(registry, reference, class_type):
+    ours, theirs = registry.object_info(class_type), reference[class_type]
+    for key in ("output", "output_name", "output_is_list", "name", "output_node"):
+        assert ours[key] == theirs[key], key
+    for section in ("required", "optional"):
+        assert ours["input_order"].get(section) == theirs["input_order"].get(section), section
+        for name, their_entry in theirs["input"].get(section, {}).items():
+            our_entry = ours["input"][section][name]
+            their_options = their_entry[1] if len(their_entry) > 1 else {}
+            our_options = our_entry[1] if len(our_entry) > 1 else {}
+            if isinstance(their_entry[0], list):  # COMBO
+                assert isinstance(our_entry[0], list), name
+                if their_options.get("image_upload"):  # choices are the files of the input folder
+                    assert our_options.get("image_upload") is True
+                else:
+                    assert our_entry[0] == their_entry[0], name
+            else:
+                assert our_entry[0] == their_entry[0], name
+            for option in ("default", "min", "max", "step"):
+                assert our_options.get(option) == their_options.get(option), (name, option)
