@@ -68,8 +68,10 @@ def _run_node(prompt: dict, registry: NodeRegistry, node_id: str, results: dict[
         value = node["inputs"][name]
         # Validation has ensured every list value is a well-formed link to an executed node.
         kwargs[name] = results[value[0]][value[1]] if isinstance(value, list | tuple) else value
-    hidden = _hidden_values(prompt, node_id, context)
-    kwargs.update({name: hidden[kind] for name, kind in hidden_inputs(cls).items() if kind in hidden})
+    declared_hidden = hidden_inputs(cls)
+    if declared_hidden:  # only then: PROMPT is a deep copy
+        available = _hidden_values(prompt, node_id, context)
+        kwargs.update({name: available[kind] for name, kind in declared_hidden.items() if kind in available})
     try:
         value = getattr(cls(), cls.FUNCTION)(**kwargs)
     except Exception as exc:  # any node failure is reported with its node; the cause stays chained

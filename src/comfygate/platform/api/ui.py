@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
@@ -34,8 +35,24 @@ def _page(name: str, status: int = 200, **context: Any) -> web.Response:
 async def _admin_or_login(request: web.Request) -> Caller:
     caller = await web_session(request)
     if caller is None or not caller.is_admin:
-        raise web.HTTPSeeOther(f"/login?next={request.path}")
+        # After logging in, come back to the page; a form post (session expired) goes back to its page.
+        if request.method in ("GET", "HEAD"):
+            back = request.path_qs
+        else:
+            back = "/admin" if request.path.startswith("/admin") else "/"
+        raise web.HTTPSeeOther(f"/login?next={quote(back, safe='/')}")
     return caller
+
+
+def _local_path(raw: str) -> str:
+    """``raw`` when it is a path on this site, else "/": no open redirect through the login form.
+
+    Browsers read a backslash as a slash, so ``/\\evil.example`` would leave the site just like ``//``.
+    """
+    if (not raw.startswith("/") or raw[1:2] in ("/", "\\")
+            or any(c == "\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in raw)):
+        return "/"
+    return raw
 
 
 async def _form(request: web.Request) -> dict[str, Any]:
@@ -45,15 +62,13 @@ async def _form(request: web.Request) -> dict[str, Any]:
 
 @routes.get("/login")
 async def login_page(request: web.Request) -> web.Response:
-    return _page("login.html", next=request.query.get("next", "/"))
+    return _page("login.html", next=_local_path(request.query.get("next", "/")))
 
 
 @routes.post("/login")
 async def login_submit(request: web.Request) -> web.Response:
     form = await _form(request)
-    next_path = str(form.get("next") or "/")
-    if not next_path.startswith("/") or next_path.startswith("//"):
-        next_path = "/"  # only local redirects: no open redirect through the login form
+    next_path = _local_path(str(form.get("next") or "/"))
     result = await state_of(request).call(accounts.login, str(form.get("username", "")),
                                           str(form.get("password", "")))
     if result is None:
@@ -85,21 +100,31 @@ async def home(request: web.Request) -> web.Response:
 
 def _read_upload_form(form: dict[str, Any]) -> dict[str, Any]:
     """The form's fields as the REST body: JSON text fields parsed, the workflow from a file or a textarea."""
-    body: dict[str, Any] = {"name": (form.get("name") or "").strip()}
+    body: dict[str, Any] = {"name": _text(form, "name").strip()}
     upload = form.get("workflow_file")
     raw_workflow = upload.file.read() if isinstance(upload, web.FileField) else b""
     if not raw_workflow:
-        raw_workflow = str(form.get("workflow_text") or "").encode()
-    for field, raw in (("workflow", raw_workflow), ("inputs", form.get("inputs")), ("policy", form.get("policy"))):
-        if isinstance(raw, str):
-            raw = raw.encode()
-        if not raw or not raw.strip():
+        raw_workflow = _text(form, "workflow_text").encode()
+    for field, raw in (("workflow", raw_workflow), ("inputs", _text(form, "inputs").encode()),
+                       ("policy", _text(form, "policy").encode())):
+        if not raw.strip():
             continue
         try:
             body[field] = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise _FormError(f"{field}: not valid JSON ({exc})") from exc
     return body
+
+
+def _text(form: dict[str, Any], key: str) -> str:
+    """A text field of the form; "" when absent (or sent as a file where text belongs)."""
+    value = form.get(key)
+    return value if isinstance(value, str) else ""
+
+
+def _kept_fields(form: dict[str, Any]) -> dict[str, str]:
+    """What the user typed, shown again next to an error so a fix does not mean starting over."""
+    return {key: _text(form, key) for key in ("name", "workflow_text", "inputs", "policy")}
 
 
 class _FormError(Exception):
@@ -117,10 +142,12 @@ async def upload_workflow(request: web.Request) -> web.Response:
         body = _read_upload_form(form)
         summary, created = await state.call(push_workflow, state.registry, body)
     except _FormError as exc:
-        return _page("home.html", status=400, caller=caller, workflows=items, error=str(exc))
+        return _page("home.html", status=400, caller=caller, workflows=items, error=str(exc),
+                     form=_kept_fields(form))
     except PlatformError as exc:
         return _page("home.html", status=exc.status, caller=caller, workflows=items, error=exc.message,
-                     error_details=json.dumps(exc.details, indent=2) if exc.details else None)
+                     error_details=json.dumps(exc.details, indent=2) if exc.details else None,
+                     form=_kept_fields(form))
     return _page("uploaded.html", status=201 if created else 200, caller=caller, created=created,
                  summary=summary, schema=json.dumps(summary["input_schema"], indent=2),
                  base_url=state.settings.public_url)
@@ -136,14 +163,26 @@ async def admin(request: web.Request) -> web.Response:
     return _page("admin.html", caller=caller, items=items, decided=request.query.get("decided"))
 
 
+async def _admin_page(request: web.Request, caller: Caller, status: int, error: str) -> web.Response:
+    items = await state_of(request).call(review_queue)
+    for item in items:
+        item["graph_json"] = json.dumps(item["graph"], indent=2)
+        item["inputs_json"] = json.dumps(item["inputs"], indent=2)
+    return _page("admin.html", status=status, caller=caller, items=items, error=error)
+
+
 @routes.post("/admin/review/{output_id}")
 async def admin_decide(request: web.Request) -> web.Response:
     caller = await _admin_or_login(request)
     form = await _form(request)
     check_csrf(caller, str(form.get("csrf_token", "")))
     state = state_of(request)
-    result = await state.call(decide_output, output_id_of(request), form.get("decision"), caller.name,
-                              form.get("note") or None)
+    try:
+        result = await state.call(decide_output, output_id_of(request), form.get("decision"), caller.name,
+                                  _text(form, "note") or None)
+    except PlatformError as exc:
+        # e.g. another reviewer decided first (409): show the queue as it is now, with the reason.
+        return await _admin_page(request, caller, exc.status, exc.message)
     state.waiters.notify(result["run"]["id"])
     raise web.HTTPSeeOther(f"/admin?decided={result['output_id']}")
 

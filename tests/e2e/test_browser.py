@@ -1,0 +1,198 @@
+"""The web UI in a real browser: log in, upload workflows in the page, approve a rejected output in /admin.
+
+Drives Debian Chromium (``/usr/bin/chromium``) with Playwright's sync API against a real ``comfygate serve``
+(embedded default: SQLite, local outputs, filesystem broker, one local worker) on loopback. Playwright's own
+browser downloads are never used.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from conftest import service_missing
+from deployment import REPO_ROOT, Deployment
+
+pytestmark = [pytest.mark.browser, pytest.mark.e2e]
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 30_000  # per browser action; every wait in this file has a deadline
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
+    deployment = Deployment(tmp_path_factory.mktemp("browser-data"))
+    deployment.migrate()
+    deployment.start_server(with_worker=True)
+    assert deployment.admin_password and deployment.admin_key, deployment.log("server.log")
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        service_missing(f"Debian Chromium at {CHROMIUM}", "not installed; apt-get install chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def page(browser, deployment: Deployment):  # type: ignore[no-untyped-def]
+    context = browser.new_context(base_url=deployment.base_url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+def _log_in(page, deployment: Deployment, password: str | None = None):  # type: ignore[no-untyped-def]
+    page.fill("#username", "admin")
+    page.fill("#password", password or deployment.admin_password)
+    with page.expect_navigation():
+        page.click("form[action='/login'] button[type=submit]")
+
+
+def _upload(page, name: str, *, file: Path | None = None, text: str | None = None):  # type: ignore[no-untyped-def]
+    page.fill("#name", name)
+    if file is not None:
+        page.set_input_files("#workflow_file", str(file))
+    if text is not None:
+        page.fill("#workflow_text", text)
+    with page.expect_navigation() as navigation:
+        page.click("form[action='/ui/workflows'] button[type=submit]")
+    return navigation.value
+
+
+def test_upload_in_page_and_approve_rejected_output(page, deployment: Deployment,  # type: ignore[no-untyped-def]
+                                                    tmp_path: Path) -> None:
+    # Not logged in: / sends the user to the login page.
+    response = page.goto("/")
+    assert response is not None and response.ok
+    assert re.search(r"/login\?next=/$", page.url), page.url
+
+    # A wrong password is refused with a visible error, and the user stays on the login page.
+    _log_in(page, deployment, password="not-the-password")
+    assert page.locator("[role=alert]").inner_text() == "wrong username or password"
+    assert "/login" in page.url
+
+    # The printed first-start password works and lands on the page the user asked for.
+    _log_in(page, deployment)
+    assert page.url == deployment.base_url + "/"
+    assert page.locator("h1").first.inner_text() == "Upload a workflow"
+
+    # Upload a workflow through the file input.
+    response = _upload(page, "gradient-card", file=REPO_ROOT / "workflows" / "gradient_card.json")
+    assert response is not None and response.status == 201
+    result = page.locator("#upload-result")
+    assert "gradient-card — version 1" in result.locator("h1").inner_text()
+    assert page.locator("#run-url").inner_text() == "POST /v1/workflows/gradient-card/versions/1/runs"
+    schema = json.loads(page.locator("#input-schema").inner_text())
+    assert schema["type"] == "object" and "1.width" in schema["properties"], schema
+
+    # A second workflow, the one whose output the gate rejects.
+    page.goto("/")
+    response = _upload(page, "blank", file=REPO_ROOT / "workflows" / "blank.json")
+    assert response is not None and response.status == 201
+    assert page.locator("#run-url").inner_text() == "POST /v1/workflows/blank/versions/1/runs"
+    page.goto("/")
+    listed = page.locator("table tr td:first-child").all_inner_texts()
+    assert sorted(listed) == ["blank", "gradient-card"]
+
+    # Over the REST API: run the blank workflow; the sentinel rejects it and withholds the output.
+    run = deployment.post("/v1/workflows/blank/runs?wait=60", {"inputs": {}})
+    assert run.status_code == 200, run.text
+    run_body = run.json()
+    assert run_body["status"] == "rejected", run_body
+    withheld = deployment.get(f"/v1/runs/{run_body['id']}/outputs/0")
+    assert withheld.status_code == 403, withheld.text
+
+    # The admin console shows the withheld output: its image (actually decoded), reasons and scores.
+    page.goto("/admin")
+    item = page.locator(f"section.review-item[data-run='{run_body['id']}']")
+    assert item.count() == 1
+    image = item.locator("img")
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle(),
+                           timeout=TIMEOUT_MS)
+    assert image.evaluate("img => img.naturalWidth") == 128
+    reasons = item.locator("ul.reasons li").all_inner_texts()
+    assert reasons and any("blank" in r or "uniform" in r for r in reasons), reasons
+    score_rows = item.locator("table.scores tr").all_inner_texts()
+    assert len(score_rows) > 1, score_rows  # header plus one row per check
+    assert any(re.search(r"\d\.\d{4}", row) for row in score_rows), score_rows
+    screenshot = tmp_path / "admin-pending.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 0
+    print(f"admin console screenshot: {screenshot}")
+
+    # The review form refuses a POST without the CSRF token, even with a valid admin session cookie.
+    output_id = item.get_attribute("id").removeprefix("output-")
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    forged = requests.post(f"{deployment.base_url}/admin/review/{output_id}", data={"decision": "approve"},
+                           cookies=cookies, allow_redirects=False, timeout=30)
+    assert forged.status_code == 403, forged.text
+    forged = requests.post(f"{deployment.base_url}/admin/review/{output_id}",
+                           data={"decision": "approve", "csrf_token": "wrong"},
+                           cookies=cookies, allow_redirects=False, timeout=30)
+    assert forged.status_code == 403, forged.text
+    assert deployment.get(f"/v1/runs/{run_body['id']}").json()["status"] == "rejected"
+
+    # Approve in the page: the confirmation shows, the item leaves the queue.
+    item.locator("input[name=note]").fill("flat grey is what this card is meant to be")
+    with page.expect_navigation():
+        item.locator("button[value=approve]").click()
+    assert page.locator("#decided").inner_text() == f"Decision on output {output_id} recorded."
+    assert page.locator(f"section.review-item[data-run='{run_body['id']}']").count() == 0
+
+    # Over the REST API: the run is now succeeded and its output bytes are served.
+    after = deployment.get(f"/v1/runs/{run_body['id']}")
+    assert after.json()["status"] == "succeeded", after.text
+    image_response = deployment.get(f"/v1/runs/{run_body['id']}/outputs/0")
+    assert image_response.status_code == 200, image_response.text
+    assert image_response.headers["Content-Type"] == "image/png"
+    assert image_response.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_invalid_workflow_shows_the_error_in_the_page(page, deployment: Deployment) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/")
+    _log_in(page, deployment)
+    bad = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": 0}},
+        "7": {"class_type": "NoSuchNode", "inputs": {"image": ["1", 0]}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    response = _upload(page, "broken", text=json.dumps(bad))
+    assert response is not None and response.status == 422
+    error = page.locator("#upload-error")
+    assert error.is_visible()
+    text = error.inner_text()
+    assert "Upload refused" in text and "NoSuchNode" in text, text
+    assert re.search(r"['\"]7['\"]", text), text  # the node id is named
+    # The form is still there to try again, and nothing was created.
+    assert page.locator("form[action='/ui/workflows']").is_visible()
+    listed = deployment.get("/v1/workflows").json()
+    assert "broken" not in json.dumps(listed)
+
+
+def test_not_logged_in_admin_redirects_to_login(page, deployment: Deployment) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/admin")
+    assert page.url.endswith("/login?next=/admin")
+    _log_in(page, deployment)
+    assert page.url == deployment.base_url + "/admin"
+    assert page.locator("h1").first.inner_text() == "Review queue"

@@ -1,0 +1,46 @@
+"""Platform fixtures: a migrated database on SQLite and on PostgreSQL, and the services' collaborators."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from comfygate.comfy_runtime import NodeRegistry, create_registry
+from comfygate.platform.db import make_engine, make_session_factory
+from comfygate.platform.migrate import upgrade
+
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'comfygate.db'}"
+    return request.getfixturevalue("postgres_url")
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    yield make_session_factory(engine)
+    engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def registry() -> NodeRegistry:
+    return create_registry()
+
+
+@pytest.fixture
+def card_workflow() -> dict:
+    return json.loads((WORKFLOWS / "gradient_card.json").read_text())
+
+
+@pytest.fixture
+def blank_workflow() -> dict:
+    return json.loads((WORKFLOWS / "blank.json").read_text())
