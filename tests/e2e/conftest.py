@@ -26,8 +26,9 @@ import boto3
 import psycopg
 import pytest
 import requests
-from deployment import Deployment, wait_for
 from PIL import Image
+
+from deployment import Deployment, wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO_ROOT / "workflows"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+
 from conftest import service_missing
 from deployment import REPO_ROOT, Deployment
 

@@ -29,7 +29,7 @@ class Caller:
     csrf_token: str | None = None
 
 
-CALLER = "comfygate.caller"
+CALLER = web.RequestKey("caller", Caller)
 
 
 def _bearer(request: web.Request) -> str | None:
@@ -69,7 +69,7 @@ async def auth_middleware(request: web.Request, handler):  # type: ignore[no-unt
 
 
 def require_admin(request: web.Request) -> Caller:
-    caller: Caller | None = request.get(CALLER)
+    caller = request.get(CALLER)
     if caller is None or not caller.is_admin:
         raise Forbidden("this route needs an admin key or an admin session")
     return caller

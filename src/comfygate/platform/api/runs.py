@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.orm import Session
 
+from comfygate.platform.api.auth import CALLER
 from comfygate.platform.api.bodies import read_run_request
 from comfygate.platform.api.context import AppState, state_of
 from comfygate.platform.api.workflows import parse_version_number
@@ -74,7 +75,7 @@ async def _start_run(request: web.Request, number: int | None) -> web.Response:
     state = state_of(request)
     wait = _wait_seconds(request)
     inputs, files = await read_run_request(request, state.settings.max_upload_bytes)
-    caller = request["comfygate.caller"]
+    caller = request[CALLER]
     accepted = await state.in_thread(_create_and_dispatch, state, request.match_info["name"], number,
                                      inputs, files, caller.api_key_id)
     if wait > 0:
@@ -134,11 +135,14 @@ async def get_output(request: web.Request) -> web.Response:
                                  "Cache-Control": "private, max-age=31536000, immutable"})
 
 
+def _cancel(session: Session, run_id: str) -> dict[str, Any]:
+    return run_service.run_to_dict(run_service.cancel_run(session, run_id))
+
+
 @routes.post("/v1/runs/{run_id}/cancel")
 async def cancel_run(request: web.Request) -> web.Response:
     state = state_of(request)
-    body = await state.call(lambda s, rid: run_service.run_to_dict(run_service.cancel_run(s, rid)),
-                            request.match_info["run_id"])
+    body = await state.call(_cancel, request.match_info["run_id"])
     if body["status"] == RunStatus.CANCELED:
         state.waiters.notify(body["id"])
     return web.json_response(body, status=202 if body["status"] != RunStatus.CANCELED else 200)

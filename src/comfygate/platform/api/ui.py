@@ -17,7 +17,8 @@ from comfygate.platform.api.context import state_of
 from comfygate.platform.api.review import decide_output, output_id_of, review_queue
 from comfygate.platform.api.workflows import push_workflow
 from comfygate.platform.errors import PlatformError
-from comfygate.platform.services import accounts, workflows as workflow_service
+from comfygate.platform.services import accounts
+from comfygate.platform.services import workflows as workflow_service
 from comfygate.platform.services.accounts import SESSION_LIFETIME
 
 __all__ = ["setup"]
@@ -49,8 +50,7 @@ def _local_path(raw: str) -> str:
 
     Browsers read a backslash as a slash, so ``/\\evil.example`` would leave the site just like ``//``.
     """
-    if (not raw.startswith("/") or raw[1:2] in ("/", "\\")
-            or any(c == "\\" or ord(c) < 0x20 or ord(c) == 0x7F for c in raw)):
+    if not raw.startswith("/") or raw.startswith("//") or any(c == "\\" or ord(c) < 0x20 for c in raw):
         return "/"
     return raw
 
@@ -153,22 +153,19 @@ async def upload_workflow(request: web.Request) -> web.Response:
                  base_url=state.settings.public_url)
 
 
+async def _admin_page(request: web.Request, caller: Caller, status: int = 200, **context: Any
+                      ) -> web.Response:
+    items = await state_of(request).call(review_queue)
+    for item in items:
+        item["graph_json"] = json.dumps(item["graph"], indent=2)
+        item["inputs_json"] = json.dumps(item["inputs"], indent=2)
+    return _page("admin.html", status=status, caller=caller, items=items, **context)
+
+
 @routes.get("/admin")
 async def admin(request: web.Request) -> web.Response:
     caller = await _admin_or_login(request)
-    items = await state_of(request).call(review_queue)
-    for item in items:
-        item["graph_json"] = json.dumps(item["graph"], indent=2)
-        item["inputs_json"] = json.dumps(item["inputs"], indent=2)
-    return _page("admin.html", caller=caller, items=items, decided=request.query.get("decided"))
-
-
-async def _admin_page(request: web.Request, caller: Caller, status: int, error: str) -> web.Response:
-    items = await state_of(request).call(review_queue)
-    for item in items:
-        item["graph_json"] = json.dumps(item["graph"], indent=2)
-        item["inputs_json"] = json.dumps(item["inputs"], indent=2)
-    return _page("admin.html", status=status, caller=caller, items=items, error=error)
+    return await _admin_page(request, caller, decided=request.query.get("decided"))
 
 
 @routes.post("/admin/review/{output_id}")
@@ -182,7 +179,7 @@ async def admin_decide(request: web.Request) -> web.Response:
                                   _text(form, "note") or None)
     except PlatformError as exc:
         # e.g. another reviewer decided first (409): show the queue as it is now, with the reason.
-        return await _admin_page(request, caller, exc.status, exc.message)
+        return await _admin_page(request, caller, exc.status, error=exc.message)
     state.waiters.notify(result["run"]["id"])
     raise web.HTTPSeeOther(f"/admin?decided={result['output_id']}")
 

@@ -1,0 +1,168 @@
+"""The REST API's answers to bad requests, from a real server on a loopback port (no worker needed)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from aiohttp import web
+
+from comfygate.platform.api.app import create_app
+from comfygate.platform.db import make_engine, make_session_factory, session_scope
+from comfygate.platform.migrate import upgrade
+from comfygate.platform.services import accounts
+from comfygate.settings import Settings
+
+CARD = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "gradient_card.json").read_text())
+
+
+@dataclass
+class Server:
+    url: str
+    admin_key: str
+    user_key: str
+
+    def call(self, method: str, path: str, key: str | None = "admin", **kwargs: object) -> requests.Response:
+        headers = {}
+        if key:
+            headers["Authorization"] = f"Bearer {self.admin_key if key == 'admin' else self.user_key}"
+        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    data_dir = tmp_path_factory.mktemp("api")
+    settings = Settings(data_dir=data_dir, max_upload_bytes=200_000, watchdog_seconds=60)
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    with session_scope(make_session_factory(engine)) as session:
+        admin = accounts.create_api_key(session, "admin", is_admin=True).secret
+        user = accounts.create_api_key(session, "user").secret
+    engine.dispose()
+
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(create_app(settings))
+    started = threading.Event()
+    port: list[int] = []
+
+    def serve() -> None:
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        loop.run_until_complete(site.start())
+        port.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        started.set()
+        loop.run_forever()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert started.wait(60), "server did not start"
+    yield Server(f"http://127.0.0.1:{port[0]}", admin, user)
+    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(30)
+
+
+def error_of(response: requests.Response) -> dict:
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["message"], body
+    return body["error"]
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/v1/workflows"), ("POST", "/v1/workflows"), ("GET", "/v1/runs/x"), ("GET", "/v1/review"),
+])
+def test_every_v1_route_needs_a_key(server, method, path):
+    response = server.call(method, path, key=None)
+    assert response.status_code == 401
+    assert "Bearer" in error_of(response)["message"]
+
+
+def test_an_unknown_key_is_refused(server):
+    response = requests.get(server.url + "/v1/workflows", headers={"Authorization": "Bearer cg_x_y"}, timeout=10)
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize(("body", "status", "phrase"), [
+    (b"{not json", 400, "not valid JSON"),
+    (b"[1, 2]", 400, "JSON object"),
+    (b"", 400, "empty"),
+    (json.dumps({"name": "x", "workflow": [1]}).encode(), 422, "workflow"),
+    (json.dumps({"name": "x", "workflow": {"1": "EmptyImage"}}).encode(), 422, "1"),
+    (json.dumps({"name": "x"}).encode(), 422, "'workflow' is required"),
+    (json.dumps({"name": "x", "workflow": CARD, "extra": 1}).encode(), 422, "extra"),
+])
+def test_malformed_uploads_get_a_clear_4xx(server, body, status, phrase):
+    response = server.call("POST", "/v1/workflows", data=body)
+    assert response.status_code == status
+    assert phrase in json.dumps(error_of(response))
+
+
+def test_an_invalid_workflow_gets_comfyui_shaped_node_errors(server):
+    broken = json.loads(json.dumps(CARD))
+    broken["3"]["inputs"]["source"] = ["42", 0]
+    response = server.call("POST", "/v1/workflows", json={"name": "broken", "workflow": broken})
+    assert response.status_code == 422
+    node_errors = error_of(response)["details"]["node_errors"]
+    assert node_errors["3"]["class_type"] == "ImageCompositeMasked"
+    assert node_errors["3"]["errors"][0]["extra_info"]["input_name"] == "source"
+
+
+def test_upload_then_read_back(server):
+    created = server.call("POST", "/v1/workflows", json={"name": "card", "workflow": CARD})
+    assert created.status_code in (200, 201)
+    again = server.call("POST", "/v1/workflows", json={"name": "card", "workflow": CARD})
+    assert again.status_code == 200 and again.json()["version"] == created.json()["version"]
+    detail = server.call("GET", "/v1/workflows/card").json()
+    assert detail["latest_version"] == created.json()["version"]
+    version = server.call("GET", f"/v1/workflows/card/versions/{detail['latest_version']}").json()
+    assert version["graph"] == CARD
+
+
+@pytest.mark.parametrize(("path", "status"), [
+    ("/v1/workflows/nope", 404), ("/v1/workflows/card/versions/99", 404), ("/v1/workflows/card/versions/x", 404),
+    ("/v1/runs/nope", 404), ("/v1/runs/nope/outputs/0", 404), ("/v1/no-such-route", 404),
+])
+def test_missing_things_are_404_with_a_json_body(server, path, status):
+    server.call("POST", "/v1/workflows", json={"name": "card", "workflow": CARD})
+    response = server.call("GET", path)
+    assert response.status_code == status
+    error_of(response)
+
+
+def test_bad_run_requests_are_refused_before_queueing(server):
+    server.call("POST", "/v1/workflows", json={"name": "card", "workflow": CARD,
+                                               "inputs": {"background": {"node": "1", "input": "color"}}})
+    cases = [
+        ({"inputs": {"background": "red"}}, "", 422),
+        ({"inputs": {"colour": 1}}, "", 422),
+        ({"inputs": {}, "extra": 1}, "", 400),
+        ({"inputs": {}}, "?wait=abc", 422),
+        ({"inputs": {}}, "?wait=9999", 422),
+    ]
+    for body, query, status in cases:
+        response = server.call("POST", f"/v1/workflows/card/runs{query}", json=body)
+        assert response.status_code == status, (body, query, response.text)
+        error_of(response)
+
+
+def test_oversized_bodies_get_413(server):
+    response = server.call("POST", "/v1/workflows", data=b"{" + b" " * 300_000 + b"}")
+    assert response.status_code == 413
+    error_of(response)
+
+
+def test_review_needs_an_admin(server):
+    assert server.call("GET", "/v1/review", key="user").status_code == 403
+    assert server.call("POST", "/v1/review/1", key="user", json={"decision": "approve"}).status_code == 403
+    assert server.call("GET", "/v1/review").json() == {"items": [], "count": 0}
+
+
+def test_health_needs_no_key(server):
+    assert requests.get(server.url + "/healthz", timeout=10).json() == {"ok": True}
