@@ -127,7 +127,8 @@ class Figures:
 def _line(label: str, figures: Figures, concurrency: int, unit: str) -> str:
     return (f"{label:<16} p50 {figures.pct(50):6.1f} ms  p95 {figures.pct(95):6.1f} ms  "
             f"p99 {figures.pct(99):6.1f} ms  {concurrency} clients: {figures.rate:7.1f} {unit}  "
-            f"({len(figures.latencies_ms)} sequential, {figures.concurrent_count} concurrent)")
+            f"({len(figures.latencies_ms)} sequential, {figures.concurrent_count} concurrent)"
+            + (f"  {len(figures.errors)} ERRORS" if figures.errors else ""))
 
 
 def _mean(values: list[float]) -> float:
@@ -240,22 +241,35 @@ def _check_colour(data: bytes, colour: int) -> None:
         raise BenchError(f"output is {size} with pixel {pixel}; expected 64x64 of {expected}")
 
 
-async def _concurrent(clients: int, duration: float, max_count: int | None, one) -> tuple[int, float]:  # type: ignore[no-untyped-def]
-    """``clients`` loops calling ``one()`` until ``duration`` s passed or ``max_count`` calls finished."""
+async def _concurrent(clients: int, duration: float, max_count: int | None, one,  # type: ignore[no-untyped-def]
+                      errors: list[str]) -> tuple[int, float]:
+    """``clients`` loops calling ``one()`` until ``duration`` s passed or ``max_count`` calls were made.
+
+    Returns (calls that succeeded, seconds). With a duration, only calls that ended inside the window count
+    and the seconds are the window's, so one slow straggler (a lost run waits out its ?wait) does not skew
+    the rate; with ``max_count`` it is every successful call over the time until the last one ended.
+    """
     started = time.perf_counter()
     deadline = started + duration
-    done = 0
-    issued = 0
+    ok = in_window = issued = 0
 
     async def loop() -> None:
-        nonlocal done, issued
-        while time.perf_counter() < deadline if max_count is None else issued < max_count:
+        nonlocal ok, in_window, issued
+        while (issued < max_count) if max_count is not None else (time.perf_counter() < deadline):
             issued += 1
-            await one()
-            done += 1
+            try:
+                await one()
+            except (BenchError, aiohttp.ClientError, TimeoutError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            ok += 1
+            if time.perf_counter() <= deadline:
+                in_window += 1
 
     await asyncio.gather(*(loop() for _ in range(clients)))
-    return done, time.perf_counter() - started
+    if max_count is not None:
+        return ok, time.perf_counter() - started
+    return in_window, duration
 
 
 @dataclass
@@ -277,10 +291,14 @@ async def measure(base_url: str, key: str, options: Options, pids: dict[str, lis
         await client.push_workflow()
 
         # Warm-up: not counted; also checks end to end that the colour sent is the colour stored.
+        errors: list[str] = []
         for _ in range(options.warmup):
             colour = client.next_colour()
-            _, data = await client.run(colour)
-            _check_colour(data, colour)
+            try:
+                _, data = await client.run(colour)
+                _check_colour(data, colour)
+            except (BenchError, aiohttp.ClientError, TimeoutError) as exc:
+                errors.append(f"warm-up: {type(exc).__name__}: {exc}")
 
         # Baseline: a bare HTTP round trip to the same server.
         base_lat = []
@@ -288,17 +306,24 @@ async def measure(base_url: str, key: str, options: Options, pids: dict[str, lis
             start = time.perf_counter()
             await client.healthz()
             base_lat.append((time.perf_counter() - start) * 1e3)
-        count, seconds = await _concurrent(options.concurrency, options.baseline_duration, None, client.healthz)
-        baseline = Figures(base_lat, count, seconds)
+        baseline = Figures(base_lat, 0, 0.0)
+        baseline.concurrent_count, baseline.concurrent_s = await _concurrent(
+            options.concurrency, options.baseline_duration, None, client.healthz, baseline.errors)
 
-        # Sequential runs.
+        # Sequential runs. A run that does not end as it must is counted as an error, not as a latency.
         samples = []
         for _ in range(options.runs):
             colour = client.next_colour()
-            sample, data = await client.run(colour)
+            try:
+                sample, data = await client.run(colour)
+                _check_colour(data, colour)
+            except (BenchError, aiohttp.ClientError, TimeoutError) as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
             samples.append(sample)
-            _check_colour(data, colour)
-        runs = Figures([s.total_s * 1e3 for s in samples], 0, 0.0, samples=samples)
+        if not samples:
+            raise BenchError(f"no sequential run succeeded; first error: {errors[0]}")
+        runs = Figures([s.total_s * 1e3 for s in samples], 0, 0.0, errors=errors, samples=samples)
 
         # Concurrent clients.
         async def one() -> None:
@@ -308,7 +333,7 @@ async def measure(base_url: str, key: str, options: Options, pids: dict[str, lis
         cpu_before = {role: _cpu_seconds(p) for role, p in roles.items()}
         cpu_before["client"] = time.process_time()
         runs.concurrent_count, runs.concurrent_s = await _concurrent(
-            options.concurrency, options.duration, options.concurrent_runs, one)
+            options.concurrency, options.duration, options.concurrent_runs, one, runs.errors)
         runs.cpu_s = {role: _cpu_seconds(p) - cpu_before[role] for role, p in roles.items()}
         runs.cpu_s["client"] = time.process_time() - cpu_before["client"]
         return runs, baseline
@@ -486,6 +511,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"throughput /{baseline.rate / runs.rate if runs.rate else float('inf'):.0f}", flush=True)
             if args.detail:
                 print("\n".join(_detail(runs)), flush=True)
+            for label, figures in ((setup, runs), ("/healthz", baseline)):
+                if figures.errors:
+                    failed = True
+                    print(f"  {label}: {len(figures.errors)} ERRORS; first: {figures.errors[0][:400]}", flush=True)
     except KeyboardInterrupt as exc:
         print(f"interrupted ({exc or 'Ctrl-C'}); processes stopped, temporary database dropped", file=sys.stderr)
         return 130

@@ -10,8 +10,10 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from tiny_clip import build_tiny_clip
 
 pytest_plugins = ["s3server"]
 
@@ -60,3 +62,9 @@ def redis_url() -> str:
         service_missing(f"Redis at {REDIS_HOST}:{REDIS_PORT}", "connection refused")
     # Tests use unique queue names (pool per deployment), so they can share database 0 safely.
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    """(model name, weights path) of a tiny open_clip model trained on solid colours (~10 s on CPU)."""
+    return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))

@@ -11,11 +11,11 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import requests
 
-from conftest import service_missing
 from deployment import REPO_ROOT, Deployment
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
@@ -38,10 +38,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         deployment.stop()
 
 
+def _service_missing(config: pytest.Config, what: str, why: str) -> None:
+    """``service_missing`` of tests/conftest.py: skip on a developer's machine, fail under CI=true.
+
+    Found through pytest's plugin manager: every conftest.py is a module named ``conftest``, so an import by
+    name would get the nearest one (tests/e2e/conftest.py), not the root one.
+    """
+    root_conftest = config.pluginmanager.get_plugin(str(REPO_ROOT / "tests" / "conftest.py"))
+    root_conftest.service_missing(what, why)
+
+
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser(pytestconfig: pytest.Config) -> Iterator[object]:
     if not CHROMIUM.exists():
-        service_missing(f"Debian Chromium at {CHROMIUM}", "not installed; apt-get install chromium")
+        _service_missing(pytestconfig, f"Debian Chromium at {CHROMIUM}",
+                         "not installed; apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -161,6 +172,14 @@ def test_upload_in_page_and_approve_rejected_output(page, deployment: Deployment
     assert page.locator("#decided").inner_text() == f"Decision on output {output_id} recorded."
     assert page.locator(f"section.review-item[data-run='{run_body['id']}']").count() == 0
 
+    # Deciding again (a second reviewer, a double click) is refused in the page, not with a bare error.
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    again = requests.post(f"{deployment.base_url}/admin/review/{output_id}",
+                          data={"decision": "reject", "csrf_token": csrf},
+                          cookies=cookies, allow_redirects=False, timeout=30)
+    assert again.status_code == 409, again.text
+    assert 'id="review-error"' in again.text and "not waiting for review" in again.text
+
     # Over the REST API: the run is now succeeded and its output bytes are served.
     after = deployment.get(f"/v1/runs/{run_body['id']}")
     assert after.json()["status"] == "succeeded", after.text
@@ -185,15 +204,31 @@ def test_invalid_workflow_shows_the_error_in_the_page(page, deployment: Deployme
     text = error.inner_text()
     assert "Upload refused" in text and "NoSuchNode" in text, text
     assert re.search(r"['\"]7['\"]", text), text  # the node id is named
-    # The form is still there to try again, and nothing was created.
+    # The form is still there to try again, with what the user typed, and nothing was created.
     assert page.locator("form[action='/ui/workflows']").is_visible()
+    assert page.input_value("#name") == "broken"
+    assert json.loads(page.input_value("#workflow_text")) == bad
     listed = deployment.get("/v1/workflows").json()
     assert "broken" not in json.dumps(listed)
 
 
 def test_not_logged_in_admin_redirects_to_login(page, deployment: Deployment) -> None:  # type: ignore[no-untyped-def]
-    page.goto("/admin")
-    assert page.url.endswith("/login?next=/admin")
+    page.goto("/admin?decided=1")
+    login_url = urlsplit(page.url)
+    assert login_url.path == "/login" and parse_qs(login_url.query)["next"] == ["/admin?decided=1"], page.url
     _log_in(page, deployment)
-    assert page.url == deployment.base_url + "/admin"
+    assert page.url == deployment.base_url + "/admin?decided=1"
     assert page.locator("h1").first.inner_text() == "Review queue"
+
+    # A form posted without a session (it expired) goes to the login page and back to the console,
+    # not to a URL that only answers POST.
+    expired = requests.post(f"{deployment.base_url}/admin/review/1", data={"decision": "approve"},
+                            allow_redirects=False, timeout=30)
+    assert expired.status_code == 303 and expired.headers["Location"] == "/login?next=/admin"
+
+
+@pytest.mark.parametrize("target", ["//evil.example/", "/\\evil.example/", "https://evil.example/"])
+def test_login_never_redirects_off_site(page, deployment: Deployment, target: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto("/login?next=" + quote(target, safe=""))
+    _log_in(page, deployment)
+    assert page.url == deployment.base_url + "/", page.url

@@ -14,7 +14,14 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from comfygate.comfy_runtime import InputsInvalid, NodeRegistry, bind_inputs
+from comfygate.comfy_runtime import (
+    ExposedInput,
+    InputsInvalid,
+    NodeRegistry,
+    WorkflowInvalid,
+    bind_inputs,
+    validate_prompt,
+)
 from comfygate.platform.errors import Conflict, NotFound, Unprocessable
 from comfygate.platform.models import Run, RunOutput, RunStatus, WorkflowVersion, utcnow
 from comfygate.platform.services.uploads import (
@@ -57,11 +64,30 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
     except InputsInvalid as exc:
         message = "; ".join(f"{e['input']}: {e['message']}" for e in exc.errors)
         raise Unprocessable(f"invalid inputs: {message}", details={"errors": exc.errors}) from exc
+    try:
+        # The graph as it will run: a node's own checks (e.g. a safe SaveImage.filename_prefix) apply to
+        # values set per run too, so a bad one is refused here rather than failing in the worker.
+        validate_prompt(prompt, registry,
+                        skip_file_check={(e.node_id, e.input_name) for e in exposed if e.kind == "image"})
+    except WorkflowInvalid as exc:
+        raise _node_checks_failed(exc, exposed) from exc
     run = Run(version_id=version.id, status=RunStatus.QUEUED, inputs=values, prompt=prompt,
               api_key_id=api_key_id, queued_at=utcnow())
     session.add(run)
     session.flush()
     return run
+
+
+def _node_checks_failed(exc: WorkflowInvalid, exposed: list[ExposedInput]) -> Unprocessable:
+    """The graph's node errors, each also named by the exposed input that set the bad value."""
+    by_target = {(e.node_id, e.input_name): e.name for e in exposed}
+    errors = [
+        {"input": by_target.get((node_id, problem.get("extra_info", {}).get("input_name")), ""),
+         "node": node_id, "message": problem["message"]}
+        for node_id, entry in exc.node_errors.items() for problem in entry.get("errors", [])
+    ] or [{"input": "", "message": exc.error["message"]}]
+    message = "; ".join(f"{e['input'] or 'node ' + e.get('node', '?')}: {e['message']}" for e in errors)
+    return Unprocessable(f"invalid inputs: {message}", details={**exc.to_dict(), "errors": errors})
 
 
 def get_run(session: Session, run_id: str) -> Run:

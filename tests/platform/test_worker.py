@@ -1,0 +1,119 @@
+"""The worker's processing of one run: execute, gate (pixel checks and CLIP), store, record."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from comfygate.platform.db import session_scope
+from comfygate.platform.migrate import upgrade
+from comfygate.platform.models import RunStatus
+from comfygate.platform.services import runs as run_service
+from comfygate.platform.services import workflows as workflow_service
+from comfygate.platform.services.uploads import ImageLimits
+from comfygate.platform.worker import RunProcessor
+from comfygate.settings import Settings
+
+RED = 0xFF0000
+
+CAPTIONED = {
+    "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": RED}},
+    "2": {"class_type": "CaptionedImage", "inputs": {"image": ["1", 0], "text": "a red image"}},
+    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "caption"}},
+}
+ALIGNMENT_ONLY = {
+    "checks": {"blank": {"enabled": False}, "noise": {"enabled": False},
+               "clip_alignment": {"enabled": True, "threshold": 0.4}},
+    "prompt_input": "prompt",
+}
+
+
+def make_processor(tmp_path, database_url, **settings_changes) -> RunProcessor:
+    settings = Settings(data_dir=tmp_path / "data", database_url=database_url, heartbeat_seconds=0.2,
+                        node_packs=("caption_nodes",), **settings_changes)
+    upgrade(settings.database_url)
+    return RunProcessor(settings)
+
+
+def submit(processor: RunProcessor, name, workflow, inputs=None, spec=None, policy=None) -> str:
+    with session_scope(processor.sessions) as session:
+        version = workflow_service.push_version(session, processor.registry, name=name, workflow=workflow,
+                                                inputs_spec=spec, policy=policy).version
+        run = run_service.create_run(session, processor.registry, processor.storage,
+                                     ImageLimits(1 << 20, 1 << 22), version, inputs or {}, {}, None)
+        return run.id
+
+
+def run_body(processor: RunProcessor, run_id: str) -> dict:
+    with session_scope(processor.sessions) as session:
+        return run_service.run_to_dict(run_service.get_run(session, run_id))
+
+
+def test_a_good_run_is_gated_stored_and_timed(tmp_path, database_url, card_workflow):
+    processor = make_processor(tmp_path, database_url)
+    run_id = submit(processor, "card", card_workflow)
+    assert processor.process(run_id, 1) == RunStatus.SUCCEEDED
+    assert processor.process(run_id, 1) is None  # a redelivered task finds nothing to do
+
+    body = run_body(processor, run_id)
+    assert body["status"] == "succeeded"
+    assert set(body["timings"]) >= {"queue_ms", "execute_ms", "sentinel_ms", "store_ms"}
+    (output,) = body["outputs"]
+    assert output["released"] and output["verdict"]["passed"]
+    clip = next(c for c in output["verdict"]["checks"] if c["name"] == "clip_alignment")
+    assert clip["status"] == "not_run" and clip["reason"]  # no model configured: never "passed"
+    stored = processor.storage.get(f"runs/{run_id}/0.png")
+    assert Image.open(io.BytesIO(stored)).size == (output["width"], output["height"])
+
+
+def test_a_blank_output_is_rejected_and_withheld(tmp_path, database_url, blank_workflow):
+    processor = make_processor(tmp_path, database_url)
+    run_id = submit(processor, "blank", blank_workflow)
+    assert processor.process(run_id, 1) == RunStatus.REJECTED
+    (output,) = run_body(processor, run_id)["outputs"]
+    assert not output["released"] and output["review"] == "pending"
+    assert any("blank" in reason for reason in output["verdict"]["reasons"])
+    assert processor.storage.exists(f"runs/{run_id}/0.png")  # kept for the reviewer
+
+
+def test_a_node_error_fails_the_run_naming_the_node(tmp_path, database_url):
+    processor = make_processor(tmp_path, database_url)
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "missing.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    run_id = submit(processor, "load", workflow, inputs={"image": _png_base64()},
+                    spec={"image": {"node": "1", "input": "image"}})
+    # Point the bound name at a file that is not in storage, as if it had been deleted meanwhile.
+    with session_scope(processor.sessions) as session:
+        run = run_service.get_run(session, run_id)
+        run.prompt = {**run.prompt, "1": {"class_type": "LoadImage", "inputs": {"image": "gone.png"}}}
+    assert processor.process(run_id, 1) == RunStatus.FAILED
+    error = run_body(processor, run_id)["error"]
+    assert error["node_id"] == "1" and error["node_type"] == "LoadImage"
+    assert "gone.png" in error["message"]
+
+
+def _png_base64() -> str:
+    import base64
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+@pytest.mark.parametrize(("caption", "expected"), [("a red image", RunStatus.SUCCEEDED),
+                                                   ("a green image", RunStatus.REJECTED)])
+def test_prompt_alignment_gates_with_a_local_clip_model(tmp_path, database_url, tiny_clip, caption, expected):
+    model_name, weights = tiny_clip
+    processor = make_processor(tmp_path, database_url, clip_model=model_name, clip_weights=weights)
+    processor.warm_up()
+    run_id = submit(processor, "captioned", CAPTIONED, inputs={"prompt": caption},
+                    spec={"prompt": {"node": "2", "input": "text"}}, policy=ALIGNMENT_ONLY)
+    assert processor.process(run_id, 1) == expected
+    (output,) = run_body(processor, run_id)["outputs"]
+    clip = next(c for c in output["verdict"]["checks"] if c["name"] == "clip_alignment")
+    assert clip["status"] == ("passed" if expected == RunStatus.SUCCEEDED else "failed")
+    assert clip["score"] is not None
