@@ -15,7 +15,9 @@ Every error a client can cause maps to one HTTP status and one JSON body, produc
         └── (carries ``details``: ComfyUI-shaped node_errors, or per-input errors)
 
 Errors of the other subpackages (``comfy_runtime.ComfyRuntimeError``, ``sentinel.PolicyInvalid``) are turned
-into these by the services that call them, so views only ever see ``PlatformError``.
+into these by the services that call them, so views only ever see ``PlatformError``. Storage failures
+(``platform.storage.StorageError``) are infrastructure faults, not the caller's: they surface as 500 with a
+logged reference, and a worker records them on the run.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "comfygate:run-ended"
 DB_RECHECK_SECONDS = 1.0
+# sockaddr_un holds about 108 bytes of path on Linux (104 on macOS).
+_MAX_SOCKET_PATH = 100
 
 
 def _socket_path(settings: Settings) -> Path:
@@ -117,9 +119,16 @@ async def start_listener(settings: Settings, waiters: RunWaiters) -> Callable[[]
         await pubsub.subscribe(CHANNEL)
 
         async def pump() -> None:
-            async for message in pubsub.listen():
-                if message.get("type") == "message":
-                    waiters.notify(message["data"].decode())
+            while True:
+                try:
+                    async for message in pubsub.listen():
+                        if message.get("type") == "message":
+                            waiters.notify(message["data"].decode())
+                except (redis.ConnectionError, OSError) as exc:
+                    # redis-py reconnects and re-subscribes on the next listen(); meanwhile waiters re-read
+                    # the run table.
+                    log.warning("run-ended channel lost (%s); reconnecting", exc)
+                    await asyncio.sleep(1.0)
 
         task = asyncio.create_task(pump())
 
@@ -132,8 +141,11 @@ async def start_listener(settings: Settings, waiters: RunWaiters) -> Callable[[]
 
         return stop_redis
 
-    if settings.uses_filesystem_broker:
-        path = _socket_path(settings)
+    path = _socket_path(settings)
+    if settings.uses_filesystem_broker and len(str(path)) > _MAX_SOCKET_PATH:
+        log.warning("data dir path too long for a Unix socket (%s); waiting requests re-read the run table",
+                    path)
+    elif settings.uses_filesystem_broker:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.unlink(missing_ok=True)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

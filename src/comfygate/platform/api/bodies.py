@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from comfygate.platform.errors import BadRequest, PayloadTooLarge
 
@@ -60,7 +60,7 @@ async def read_run_request(request: web.Request, limit: int) -> tuple[Any, dict[
     try:
         reader = await request.multipart()
         async for part in reader:
-            if not isinstance(part, web.BodyPartReader) or not part.name:
+            if not isinstance(part, BodyPartReader) or not part.name:
                 raise BadRequest("every multipart part needs a name")
             data = bytearray()
             while chunk := await part.read_chunk():
