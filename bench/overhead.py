@@ -36,7 +36,8 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from datetime import datetime, timezone
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -105,6 +106,24 @@ class Sample:
     submit_s: float  # POST ...runs?wait=30 until the finished run is in hand
     fetch_s: float  # GET the output bytes
     timings: dict[str, float]
+    # Wall-clock phases in ms, from the client's clock and the run's timestamps (same host, same clock):
+    # sent -> queued_at -> started_at -> finished_at -> answer in hand.
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+def _epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    return datetime.fromisoformat(iso.removesuffix("Z")).replace(tzinfo=timezone.utc).timestamp()
+
+
+def _phases(sent: float, answered: float, body: dict[str, Any]) -> dict[str, float]:
+    queued, started, finished = (_epoch(body.get(k)) for k in ("queued_at", "started_at", "finished_at"))
+    if queued is None or started is None or finished is None:
+        return {}
+    return {"sent->queued_at": (queued - sent) * 1e3, "queued_at->started_at": (started - queued) * 1e3,
+            "started_at->finished_at": (finished - started) * 1e3,
+            "finished_at->answer": (answered - finished) * 1e3}
 
 
 @dataclass
@@ -143,6 +162,10 @@ def _detail(figures: Figures) -> list[str]:
              f"total {percentile([s.total_s * 1e3 for s in samples], 50):.2f}  "
              f"POST?wait {percentile([s.submit_s * 1e3 for s in samples], 50):.2f}  "
              f"GET bytes {percentile([s.fetch_s * 1e3 for s in samples], 50):.2f}"]
+    phases = list(samples[0].phases)
+    if phases:
+        lines.append("    wall phases, sequential runs (p50 ms): " + "  ".join(
+            f"{k} {percentile([s.phases[k] for s in samples if s.phases], 50):.2f}" for k in phases))
     keys = sorted({k for s in samples for k in s.timings})
     if keys:
         parts = [f"{k.removesuffix('_ms')} {percentile([s.timings[k] for s in samples if k in s.timings], 50):.2f}"
@@ -201,11 +224,13 @@ class Client:
 
     async def run(self, colour: int) -> tuple[Sample, bytes]:
         url = f"{self.base_url}/v1/workflows/{WORKFLOW_NAME}/runs?wait={WAIT_SECONDS}"
+        sent = time.time()
         start = time.perf_counter()
         async with self.session.post(url, json={"inputs": {"color": colour}}, headers=self.headers) as resp:
             body = await resp.json()
             status = resp.status
         submitted = time.perf_counter()
+        answered = time.time()
         if status != 200 or body.get("status") != "succeeded":
             raise BenchError(f"run answered HTTP {status}, status {body.get('status')!r}: "
                              f"{str(body)[:300]}")
@@ -221,7 +246,8 @@ class Client:
         if missing or not output["released"]:
             raise BenchError(f"run {body['id']} was not gated as expected: checks {checks}, "
                              f"released {output['released']}")
-        return Sample(end - start, submitted - start, end - submitted, body.get("timings") or {}), data
+        return Sample(end - start, submitted - start, end - submitted, body.get("timings") or {},
+                      _phases(sent, answered, body)), data
 
     async def healthz(self) -> None:
         async with self.session.get(self.base_url + "/healthz") as resp:
@@ -282,7 +308,7 @@ class Options:
     baseline_duration: float
 
 
-async def measure(base_url: str, key: str, options: Options, pids: dict[str, list[int]]
+async def measure(base_url: str, key: str, options: Options, pids: Callable[[], dict[str, list[int]]]
                   ) -> tuple[Figures, Figures]:
     timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS + 15)
     connector = aiohttp.TCPConnector(limit=options.concurrency + 4)
@@ -329,7 +355,8 @@ async def measure(base_url: str, key: str, options: Options, pids: dict[str, lis
         async def one() -> None:
             await client.run(client.next_colour())
 
-        roles = pids  # role -> pids; each process is counted alone (the embedded server's child is "worker")
+        # role -> pids, looked up now (a restarted embedded worker has a new pid); each process counted alone.
+        roles = pids()
         cpu_before = {role: _cpu_seconds(p) for role, p in roles.items()}
         cpu_before["client"] = time.process_time()
         runs.concurrent_count, runs.concurrent_s = await _concurrent(
@@ -367,8 +394,10 @@ def _forget_redis_queue(redis_url: str, queue: str) -> None:
 
 
 @contextlib.contextmanager
-def started(setup: str, args: argparse.Namespace, workdir: Path) -> Iterator[tuple[Any, dict[str, list[int]]]]:
-    """The processes of one setup, running; yields (Deployment, {role: [root pids]}); always stops them."""
+def started(setup: str, args: argparse.Namespace, workdir: Path
+            ) -> Iterator[tuple[Any, Callable[[], dict[str, list[int]]]]]:
+    """The processes of one setup, running; yields (Deployment, a function giving {role: [pids]} now);
+    always stops them."""
     env: dict[str, str] = {}
     if args.worker_concurrency:
         env["COMFYGATE_WORKER_CONCURRENCY"] = str(args.worker_concurrency)
@@ -391,16 +420,20 @@ def started(setup: str, args: argparse.Namespace, workdir: Path) -> Iterator[tup
         if setup == "embedded":
             dep.start_server(with_worker=True)
             assert dep.server is not None
-            # The embedded worker is a child of the server: count the whole tree, split by role.
             server_pid = dep.server.pid
-            worker_pids = _children(server_pid)
-            pids = {"server": [server_pid], "worker": worker_pids}
+
+            def pids() -> dict[str, list[int]]:
+                # The embedded worker is the server's child process.
+                return {"server": [server_pid], "worker": _children(server_pid)}
         else:
             dep.start_server(with_worker=False)
             assert dep.server is not None
             for _ in range(args.workers):
                 dep.start_worker()
-            pids = {"server": [dep.server.pid], "worker": [w.pid for w in dep.workers]}
+            fixed = {"server": [dep.server.pid], "worker": [w.pid for w in dep.workers]}
+
+            def pids() -> dict[str, list[int]]:
+                return fixed
         if not dep.admin_key:
             raise BenchError(f"no admin API key in the server log:\n{dep.log('server.log')}")
         yield dep, pids
@@ -416,7 +449,7 @@ async def _profile(pids: dict[str, list[int]], out_dir: Path, setup: str, second
             out = out_dir / f"{setup}-{role}-{pid}.txt"
             procs.append(await asyncio.create_subprocess_exec(
                 py_spy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--rate", "250",
-                "--format", "raw", "--threads", "--nonblocking", "--output", str(out),
+                "--format", "raw", "--threads", "--gil", "--output", str(out),
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL))
     return procs
 
@@ -427,7 +460,7 @@ def run_setup(setup: str, args: argparse.Namespace, options: Options, workdir: P
             profilers: list[Any] = []
             if args.py_spy:
                 # Started now, it samples the whole measurement; the concurrent phase dominates its tail.
-                profilers = await _profile(pids, Path(args.py_spy), setup, args.py_spy_seconds)
+                profilers = await _profile(pids(), Path(args.py_spy), setup, args.py_spy_seconds)
             try:
                 return await measure(dep.base_url, dep.admin_key, options, pids)
             finally:

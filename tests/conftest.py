@@ -1,13 +1,11 @@
 """Shared fixtures: real services (PostgreSQL, Redis, an S3 server), shrunk.
 
 A service that is not reachable skips its tests with the reason on a developer's machine, and fails them
-loudly under CI=true, where it must be there.
+loudly under CI=true, where it must be there (``services.service_missing``).
 """
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,30 +13,17 @@ from pathlib import Path
 import pytest
 from tiny_clip import build_tiny_clip
 
+from services import port_open, service_missing
+
 pytest_plugins = ["s3server"]
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
 
-def service_missing(what: str, why: str) -> None:
-    message = f"{what} is not reachable ({why})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}; CI must provide it", pytrace=False)
-    pytest.skip(f"{message}; start it to run this test")
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
-    if not _port_open("127.0.0.1", 5432):
+    if not port_open("127.0.0.1", 5432):
         service_missing("PostgreSQL at 127.0.0.1:5432", "connection refused")
     return POSTGRES_ADMIN_URL
 
@@ -58,7 +43,7 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    if not _port_open(REDIS_HOST, REDIS_PORT):
+    if not port_open(REDIS_HOST, REDIS_PORT):
         service_missing(f"Redis at {REDIS_HOST}:{REDIS_PORT}", "connection refused")
     # Tests use unique queue names (pool per deployment), so they can share database 0 safely.
     return f"redis://{REDIS_HOST}:{REDIS_PORT}/0"

@@ -40,17 +40,21 @@ def load_workflow(name: str) -> dict[str, Any]:
 
 
 def slow_workflow(width: int = 48, height: int = 40) -> dict[str, Any]:
-    """EmptyImage -> SlowPassImage(seconds) -> SaveImage: a run that stays 'running' as long as we ask."""
+    """A card on a background -> SlowPassImage(seconds) -> SaveImage: passes the gate, and stays 'running'
+    as long as we ask."""
     return {
         "1": {"class_type": "EmptyImage",
-              "inputs": {"width": width, "height": height, "batch_size": 1, "color": 3355443}},
-        "2": {"class_type": "ImageBlur", "inputs": {"image": ["1", 0], "blur_radius": 1, "sigma": 1.0}},
-        "3": {"class_type": "SlowPassImage", "inputs": {"image": ["2", 0], "seconds": 1.0}},
-        "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "slow"}},
+              "inputs": {"width": width, "height": height, "batch_size": 1, "color": 0x1E3A5F}},
+        "2": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 12, "batch_size": 1, "color": 0xF0C040}},
+        "3": {"class_type": "ImageCompositeMasked",
+              "inputs": {"destination": ["1", 0], "source": ["2", 0], "x": 8, "y": 8, "resize_source": False}},
+        "4": {"class_type": "ImageBlur", "inputs": {"image": ["3", 0], "blur_radius": 2, "sigma": 1.0}},
+        "5": {"class_type": "SlowPassImage", "inputs": {"image": ["4", 0], "seconds": 1.0}},
+        "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "slow"}},
     }
 
 
-SLOW_INPUTS = {"seconds": {"node": "3", "input": "seconds"}, "color": {"node": "1", "input": "color"}}
+SLOW_INPUTS = {"seconds": {"node": "5", "input": "seconds"}, "color": {"node": "1", "input": "color"}}
 
 
 def gradient_png(width: int = 64, height: int = 48) -> bytes:
@@ -157,3 +161,22 @@ class Stack:
             row = conn.execute("SELECT count(*) FROM runs").fetchone()
             assert row is not None
             return int(row[0])
+
+
+def worker_children(server_pid: int) -> list[int]:
+    """Pids of the ``comfygate worker`` processes that the server at ``server_pid`` started (from /proc)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{server_pid}/task").iterdir():
+        try:
+            children += [int(pid) for pid in (task / "children").read_text().split()]
+        except FileNotFoundError:  # the thread ended while we looked
+            continue
+    workers = []
+    for pid in children:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except FileNotFoundError:
+            continue
+        if b"comfygate" in argv and b"worker" in argv:
+            workers.append(pid)
+    return workers

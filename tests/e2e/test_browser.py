@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from deployment import REPO_ROOT, Deployment
+from services import service_missing
 
 pytestmark = [pytest.mark.browser, pytest.mark.e2e]
 
@@ -29,30 +30,19 @@ TIMEOUT_MS = 30_000  # per browser action; every wait in this file has a deadlin
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     deployment = Deployment(tmp_path_factory.mktemp("browser-data"))
-    deployment.migrate()
-    deployment.start_server(with_worker=True)
-    assert deployment.admin_password and deployment.admin_key, deployment.log("server.log")
     try:
+        deployment.migrate()
+        deployment.start_server(with_worker=True)
+        assert deployment.admin_password and deployment.admin_key, deployment.log("server.log")
         yield deployment
     finally:
         deployment.stop()
 
 
-def _service_missing(config: pytest.Config, what: str, why: str) -> None:
-    """``service_missing`` of tests/conftest.py: skip on a developer's machine, fail under CI=true.
-
-    Found through pytest's plugin manager: every conftest.py is a module named ``conftest``, so an import by
-    name would get the nearest one (tests/e2e/conftest.py), not the root one.
-    """
-    root_conftest = config.pluginmanager.get_plugin(str(REPO_ROOT / "tests" / "conftest.py"))
-    root_conftest.service_missing(what, why)
-
-
 @pytest.fixture(scope="module")
 def browser(pytestconfig: pytest.Config) -> Iterator[object]:
     if not CHROMIUM.exists():
-        _service_missing(pytestconfig, f"Debian Chromium at {CHROMIUM}",
-                         "not installed; apt-get install chromium")
+        service_missing(f"Debian Chromium at {CHROMIUM}", "not installed; apt-get install chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -103,6 +93,7 @@ def test_upload_in_page_and_approve_rejected_output(page, deployment: Deployment
     _log_in(page, deployment, password="not-the-password")
     assert page.locator("[role=alert]").inner_text() == "wrong username or password"
     assert "/login" in page.url
+    assert page.input_value("#username") == "admin"  # kept; only the password is typed again
 
     # The printed first-start password works and lands on the page the user asked for.
     _log_in(page, deployment)

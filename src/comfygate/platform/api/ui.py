@@ -69,10 +69,11 @@ async def login_page(request: web.Request) -> web.Response:
 async def login_submit(request: web.Request) -> web.Response:
     form = await _form(request)
     next_path = _local_path(str(form.get("next") or "/"))
-    result = await state_of(request).call(accounts.login, str(form.get("username", "")),
-                                          str(form.get("password", "")))
+    username = _text(form, "username")
+    result = await state_of(request).call(accounts.login, username, _text(form, "password"))
     if result is None:
-        return _page("login.html", status=401, next=next_path, error="wrong username or password")
+        return _page("login.html", status=401, next=next_path, username=username,
+                     error="wrong username or password")
     token, _ = result
     response = web.HTTPSeeOther(next_path)
     response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="Lax", path="/",

@@ -82,9 +82,10 @@ def analyse(registry: NodeRegistry, workflow: Any, inputs_spec: Any, policy: Any
     spec = _check_inputs_spec(inputs_spec)
     try:
         graph = parse_workflow(workflow)
+        # Validate before exposing inputs, so a broken graph gets the validator's node_errors. Without an
+        # input dir, validation checks LoadImage names for safety only: the files arrive with each run.
+        validate_prompt(graph, registry)
         exposed = expose_inputs(graph, registry, spec)
-        per_run_files = {(e.node_id, e.input_name) for e in exposed if e.kind == "image"}
-        validate_prompt(graph, registry, skip_file_check=per_run_files)
     except WorkflowFormatError as exc:
         raise Unprocessable(f"workflow: {exc}", details={"field": "workflow"}) from exc
     except WorkflowInvalid as exc:
