@@ -134,6 +134,7 @@ class Figures:
     errors: list[str] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)
+    host_busy_s: float = float("nan")
 
     def pct(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
@@ -174,8 +175,10 @@ def _detail(figures: Figures) -> list[str]:
     if figures.cpu_s and figures.concurrent_count:
         parts = [f"{role} {seconds / figures.concurrent_count * 1e3:.2f}"
                  for role, seconds in figures.cpu_s.items()]
+        ours = sum(figures.cpu_s.values())
         lines.append("    CPU per run, concurrent phase (ms): " + "  ".join(parts)
-                     + f"  (of {figures.concurrent_s:.1f} s wall on {os.cpu_count()} cores)")
+                     + f"  (of {figures.concurrent_s:.1f} s wall on {os.cpu_count()} cores; host busy "
+                     f"{figures.host_busy_s:.1f} CPU-s, of which not this bench {figures.host_busy_s - ours:.1f})")
     return lines
 
 
@@ -190,15 +193,38 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _cpu_seconds(pids: list[int]) -> float:
+def _postgres_backends(database: str) -> list[int]:
+    """PostgreSQL backend processes serving ``database`` (their command line names it)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if f" {database} " in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                found.append(int(proc.name))
+    return found
+
+
+def _cpu_by_pid(pids: list[int]) -> dict[int, float]:
     ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    found = {}
     for pid in pids:
         with contextlib.suppress(OSError, IndexError, ValueError):
             stat = Path(f"/proc/{pid}/stat").read_text()
             fields = stat[stat.rindex(")") + 2:].split()
-            total += (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
-    return total
+            found[pid] = (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+    return found
+
+
+def _host_busy_seconds() -> float:
+    """CPU seconds all cores of this host spent not idle (user+nice+system+irq+softirq+steal), from /proc/stat."""
+    with contextlib.suppress(OSError, ValueError):
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
+def _cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds between two readings; a process that started in between counts from zero."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 # --- the client ---------------------------------------------------------------------------------------------
@@ -356,13 +382,14 @@ async def measure(base_url: str, key: str, options: Options, pids: Callable[[], 
             await client.run(client.next_colour())
 
         # role -> pids, looked up now (a restarted embedded worker has a new pid); each process counted alone.
-        roles = pids()
-        cpu_before = {role: _cpu_seconds(p) for role, p in roles.items()}
-        cpu_before["client"] = time.process_time()
+        cpu_before = {role: _cpu_by_pid(p) for role, p in pids().items()}
+        client_before = time.process_time()
+        host_before = _host_busy_seconds()
         runs.concurrent_count, runs.concurrent_s = await _concurrent(
             options.concurrency, options.duration, options.concurrent_runs, one, runs.errors)
-        runs.cpu_s = {role: _cpu_seconds(p) - cpu_before[role] for role, p in roles.items()}
-        runs.cpu_s["client"] = time.process_time() - cpu_before["client"]
+        runs.cpu_s = {role: _cpu_used(cpu_before.get(role, {}), _cpu_by_pid(p)) for role, p in pids().items()}
+        runs.cpu_s["client"] = time.process_time() - client_before
+        runs.host_busy_s = _host_busy_seconds() - host_before
         return runs, baseline
 
 
@@ -433,7 +460,8 @@ def started(setup: str, args: argparse.Namespace, workdir: Path
             fixed = {"server": [dep.server.pid], "worker": [w.pid for w in dep.workers]}
 
             def pids() -> dict[str, list[int]]:
-                return fixed
+                # Backends of this bench's database, when they run on this host (they do on loopback).
+                return {**fixed, "postgres": _postgres_backends(database)}
         if not dep.admin_key:
             raise BenchError(f"no admin API key in the server log:\n{dep.log('server.log')}")
         yield dep, pids

@@ -157,6 +157,13 @@ def test_unknown_node_and_malformed_uploads_are_client_errors(stack: Stack) -> N
                                timeout=30), 400)
     assert_error(stack.post("/v1/workflows", {"name": "../etc", "workflow": load_workflow("blank.json")}), 422)
     assert_error(stack.post("/v1/workflows", {"name": "no-workflow"}), 422)
+    deep = b'{"name": "deep", "workflow": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert "nested" in assert_error(requests.post(stack.base_url + "/v1/workflows", data=deep, headers=headers,
+                                                  timeout=30), 400)["message"]
+    for path in ("/v1/workflows/card/versions/99999999999999999999999", "/v1/workflows/card/versions/\u00b2",
+                 "/v1/runs/some-run/outputs/99999999999999999999999"):
+        assert_error(stack.get(path), 404)
+    assert_error(stack.post("/v1/review/99999999999999999999999", {"decision": "approve"}), 404)
     assert stack.get("/v1/workflows/broken").status_code == 404
 
 
@@ -244,7 +251,7 @@ def test_run_succeeds_with_gated_output_and_timings(stack: Stack, card: dict[str
     checks = {c["name"]: c for c in verdict["checks"]}
     assert {"decode", "finite", "blank", "noise"} <= set(checks), checks
     assert all(checks[n]["status"] == "passed" for n in ("decode", "finite", "blank", "noise")), checks
-    assert checks["clip_alignment"]["status"] == "not_run"  # no CLIP model configured: recorded, never "passed"
+    assert checks["clip_alignment"]["status"] == "not_run"  # no CLIP model: recorded as such, never "passed"
     assert isinstance(verdict["scores"], dict) and verdict["scores"]
 
     image_response = stack.get(output["url"])
@@ -252,7 +259,7 @@ def test_run_succeeds_with_gated_output_and_timings(stack: Stack, card: dict[str
     assert image_response.headers["Content-Type"] == "image/png"
     image = decode_png(image_response.content)
     assert image.size == (160, 120)
-    assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or []) > 10  # the card, the stripe, the blur: not flat
+    assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or []) > 10  # card, stripe, blur: not flat
 
     # ?wait on the POST answers 200 with the finished run.
     finished = stack.post(card["run_url"] + "?wait=30", {"inputs": {"card_color": 0x00FF00}})

@@ -1,4 +1,5 @@
-"""Reading request bodies: malformed input is the caller's error (4xx) with a message that says why."""
+"""Reading request bodies and path parameters: malformed input is the caller's error (4xx) with a message
+that says why, never a 500."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ from typing import Any
 
 from aiohttp import BodyPartReader, web
 
-from comfygate.platform.errors import BadRequest, PayloadTooLarge
+from comfygate.platform.errors import BadRequest, NotFound, PayloadTooLarge
 
-__all__ = ["read_json_object", "read_run_request"]
+__all__ = ["read_json_object", "read_run_request", "parse_json", "path_number", "MAX_JSON_DEPTH"]
+
+# A workflow upload is about 5 levels deep; anything near Python's recursion limit is an attack or a bug.
+MAX_JSON_DEPTH = 64
+# Ids and version numbers are database integers; a longer number can name nothing.
+_MAX_PATH_NUMBER = 2**31 - 1
 
 
 def _too_large(limit: int) -> PayloadTooLarge:
@@ -25,11 +31,43 @@ async def _read_bytes(request: web.Request, limit: int) -> bytes:
         raise _too_large(limit) from exc
 
 
-def _parse_object(raw: bytes, what: str) -> dict[str, Any]:
+def _depth(value: Any) -> int:
+    """Nesting depth of parsed JSON, counted without recursion; stops early past MAX_JSON_DEPTH."""
+    deepest, pending = 0, [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_JSON_DEPTH:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def parse_json(raw: bytes | str, what: str) -> Any:
+    too_deep = BadRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         data = json.loads(raw)
+    except RecursionError as exc:
+        raise too_deep from exc
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
+    if _depth(data) > MAX_JSON_DEPTH:
+        raise too_deep
+    return data
+
+
+def path_number(raw: str, what: str, minimum: int = 1) -> int:
+    """A whole number from the URL path; anything else names nothing there (404)."""
+    if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= _MAX_PATH_NUMBER:
+        raise NotFound(f"{what} must be a whole number from {minimum}, got {raw!r}")
+    return int(raw)
+
+
+def _parse_object(raw: bytes, what: str) -> dict[str, Any]:
+    data = parse_json(raw, what)
     if not isinstance(data, dict):
         raise BadRequest(f"{what} must be a JSON object, got {type(data).__name__}")
     return data

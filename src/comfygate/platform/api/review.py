@@ -8,7 +8,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from comfygate.platform.api.auth import require_admin
-from comfygate.platform.api.bodies import read_json_object
+from comfygate.platform.api.bodies import path_number, read_json_object
 from comfygate.platform.api.context import state_of
 from comfygate.platform.errors import NotFound
 from comfygate.platform.models import RunOutput
@@ -21,10 +21,7 @@ routes = web.RouteTableDef()
 
 
 def output_id_of(request: web.Request) -> int:
-    raw = request.match_info["output_id"]
-    if not raw.isdigit():
-        raise NotFound(f"output id must be a whole number, got {raw!r}")
-    return int(raw)
+    return path_number(request.match_info["output_id"], "output id")
 
 
 def review_queue(session: Session) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from comfygate.platform.api.auth import CALLER
-from comfygate.platform.api.bodies import read_run_request
+from comfygate.platform.api.bodies import path_number, read_run_request
 from comfygate.platform.api.context import AppState, state_of
 from comfygate.platform.api.workflows import parse_version_number
 from comfygate.platform.db import session_scope
@@ -125,10 +125,8 @@ def _released_output(session: Session, run_id: str, index: int) -> RunOutput:
 @routes.get("/v1/runs/{run_id}/outputs/{index}")
 async def get_output(request: web.Request) -> web.Response:
     state = state_of(request)
-    raw_index = request.match_info["index"]
-    if not raw_index.isdigit():
-        raise NotFound(f"output index must be a whole number, got {raw_index!r}")
-    output = await state.call(_released_output, request.match_info["run_id"], int(raw_index))
+    index = path_number(request.match_info["index"], "output index", minimum=0)
+    output = await state.call(_released_output, request.match_info["run_id"], index)
     data = await state.in_thread(state.storage.get, output.storage_key)
     return web.Response(body=data, content_type=output.content_type,
                         headers={"Content-Disposition": f'inline; filename="{output.filename}"',

@@ -13,10 +13,11 @@ import jinja2
 from aiohttp import web
 
 from comfygate.platform.api.auth import SESSION_COOKIE, Caller, check_csrf, web_session
+from comfygate.platform.api.bodies import parse_json
 from comfygate.platform.api.context import state_of
 from comfygate.platform.api.review import decide_output, output_id_of, review_queue
 from comfygate.platform.api.workflows import push_workflow
-from comfygate.platform.errors import PlatformError
+from comfygate.platform.errors import BadRequest, PlatformError
 from comfygate.platform.services import accounts
 from comfygate.platform.services import workflows as workflow_service
 from comfygate.platform.services.accounts import SESSION_LIFETIME
@@ -111,9 +112,9 @@ def _read_upload_form(form: dict[str, Any]) -> dict[str, Any]:
         if not raw.strip():
             continue
         try:
-            body[field] = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise _FormError(f"{field}: not valid JSON ({exc})") from exc
+            body[field] = parse_json(raw, field)
+        except BadRequest as exc:
+            raise _FormError(exc.message) from exc
     return body
 
 

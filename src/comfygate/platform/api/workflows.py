@@ -8,9 +8,9 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from comfygate.comfy_runtime import NodeRegistry
-from comfygate.platform.api.bodies import read_json_object
+from comfygate.platform.api.bodies import path_number, read_json_object
 from comfygate.platform.api.context import state_of
-from comfygate.platform.errors import NotFound, Unprocessable
+from comfygate.platform.errors import Unprocessable
 from comfygate.platform.services import workflows as workflow_service
 
 __all__ = ["routes", "push_workflow", "parse_version_number"]
@@ -44,9 +44,7 @@ def push_workflow(session: Session, registry: NodeRegistry, body: dict[str, Any]
 
 
 def parse_version_number(raw: str) -> int:
-    if not raw.isdigit() or int(raw) < 1:
-        raise NotFound(f"version must be a positive whole number, got {raw!r}")
-    return int(raw)
+    return path_number(raw, "version")
 
 
 @routes.post("/v1/workflows")
