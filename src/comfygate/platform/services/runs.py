@@ -25,7 +25,9 @@ from comfygate.comfy_runtime import (
 from comfygate.platform.errors import Conflict, NotFound, Unprocessable
 from comfygate.platform.models import Run, RunOutput, RunStatus, WorkflowVersion, utcnow
 from comfygate.platform.services.uploads import (
+    CheckedImage,
     ImageLimits,
+    check_input_image,
     decode_base64_image,
     store_input_image,
 )
@@ -48,6 +50,7 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
         raise Unprocessable(f"uploaded file(s) {unknown_files} match no input of this workflow",
                             details={"inputs": unknown_files})
     values = dict(raw_inputs)
+    images: list[CheckedImage] = []
     for item in exposed:
         if item.kind != "image":
             continue
@@ -58,7 +61,8 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
         else:
             raise Unprocessable(f"input {item.name!r}: an image is required (a file upload or base64)",
                                 details={"errors": [{"input": item.name, "message": "required"}]})
-        values[item.name] = store_input_image(storage, item.name, data, limits)
+        images.append(check_input_image(item.name, data, limits))
+        values[item.name] = images[-1].name
     try:
         prompt = bind_inputs(version.graph, exposed, values)
     except InputsInvalid as exc:
@@ -71,6 +75,9 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
                         skip_file_check={(e.node_id, e.input_name) for e in exposed if e.kind == "image"})
     except WorkflowInvalid as exc:
         raise _node_checks_failed(exc, exposed) from exc
+    # Stored only once every input is valid: a refused request leaves nothing behind.
+    for image in images:
+        store_input_image(storage, image)
     run = Run(version_id=version.id, status=RunStatus.QUEUED, inputs=values, prompt=prompt,
               api_key_id=api_key_id, queued_at=utcnow())
     session.add(run)

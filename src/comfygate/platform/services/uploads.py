@@ -18,7 +18,8 @@ from PIL import Image, UnidentifiedImageError
 from comfygate.platform.errors import PayloadTooLarge, Unprocessable
 from comfygate.platform.storage import Storage
 
-__all__ = ["ImageLimits", "decode_base64_image", "store_input_image", "input_key"]
+__all__ = ["ImageLimits", "CheckedImage", "decode_base64_image", "check_input_image", "store_input_image",
+           "input_key"]
 
 _FORMATS = {"PNG": ("png", "image/png"), "JPEG": ("jpg", "image/jpeg"), "WEBP": ("webp", "image/webp")}
 
@@ -71,10 +72,18 @@ def _check_image(input_name: str, data: bytes, limits: ImageLimits) -> tuple[str
     return _FORMATS[fmt]
 
 
-def store_input_image(storage: Storage, input_name: str, data: bytes, limits: ImageLimits) -> str:
-    """Check the image and store it; returns the name LoadImage will be given."""
+@dataclass(frozen=True)
+class CheckedImage:
+    name: str  # what LoadImage will be given: <sha256>.<ext>
+    data: bytes
+    content_type: str
+
+
+def check_input_image(input_name: str, data: bytes, limits: ImageLimits) -> CheckedImage:
     ext, content_type = _check_image(input_name, data, limits)
-    name = f"{hashlib.sha256(data).hexdigest()}.{ext}"
-    if not storage.exists(input_key(name)):
-        storage.put(input_key(name), data, content_type)
-    return name
+    return CheckedImage(f"{hashlib.sha256(data).hexdigest()}.{ext}", data, content_type)
+
+
+def store_input_image(storage: Storage, image: CheckedImage) -> None:
+    if not storage.exists(input_key(image.name)):
+        storage.put(input_key(image.name), image.data, image.content_type)
