@@ -36,9 +36,9 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -114,7 +114,7 @@ class Sample:
 def _epoch(iso: str | None) -> float | None:
     if not iso:
         return None
-    return datetime.fromisoformat(iso.removesuffix("Z")).replace(tzinfo=timezone.utc).timestamp()
+    return datetime.fromisoformat(iso.removesuffix("Z")).replace(tzinfo=UTC).timestamp()
 
 
 def _phases(sent: float, answered: float, body: dict[str, Any]) -> dict[str, float]:
@@ -135,6 +135,8 @@ class Figures:
     samples: list[Sample] = field(default_factory=list)
     cpu_s: dict[str, float] = field(default_factory=dict)
     host_busy_s: float = float("nan")
+    all_ok: int = 0  # concurrent phase: every successful run, also those that ended after the window
+    all_wall_s: float = 0.0
 
     def pct(self, q: float) -> float:
         return percentile(self.latencies_ms, q)
@@ -172,13 +174,13 @@ def _detail(figures: Figures) -> list[str]:
         parts = [f"{k.removesuffix('_ms')} {percentile([s.timings[k] for s in samples if k in s.timings], 50):.2f}"
                  for k in keys]
         lines.append("    run timings, sequential runs (p50 ms): " + "  ".join(parts))
-    if figures.cpu_s and figures.concurrent_count:
-        parts = [f"{role} {seconds / figures.concurrent_count * 1e3:.2f}"
+    if figures.cpu_s and figures.all_ok:
+        parts = [f"{role} {seconds / figures.all_ok * 1e3:.2f}"
                  for role, seconds in figures.cpu_s.items()]
         ours = sum(figures.cpu_s.values())
         lines.append("    CPU per run, concurrent phase (ms): " + "  ".join(parts)
-                     + f"  (of {figures.concurrent_s:.1f} s wall on {os.cpu_count()} cores; host busy "
-                     f"{figures.host_busy_s:.1f} CPU-s, of which not this bench {figures.host_busy_s - ours:.1f})")
+                     + f"  ({figures.all_ok} runs in {figures.all_wall_s:.1f} s wall on {os.cpu_count()} cores;"
+                     f" host busy {figures.host_busy_s:.1f} CPU-s, not this bench {figures.host_busy_s - ours:.1f})")
     return lines
 
 
@@ -294,7 +296,7 @@ def _check_colour(data: bytes, colour: int) -> None:
 
 
 async def _concurrent(clients: int, duration: float, max_count: int | None, one,  # type: ignore[no-untyped-def]
-                      errors: list[str]) -> tuple[int, float]:
+                      errors: list[str], totals: list[float] | None = None) -> tuple[int, float]:
     """``clients`` loops calling ``one()`` until ``duration`` s passed or ``max_count`` calls were made.
 
     Returns (calls that succeeded, seconds). With a duration, only calls that ended inside the window count
@@ -319,6 +321,8 @@ async def _concurrent(clients: int, duration: float, max_count: int | None, one,
                 in_window += 1
 
     await asyncio.gather(*(loop() for _ in range(clients)))
+    if totals is not None:
+        totals[:] = [ok, time.perf_counter() - started]  # every success, and the wall until the last ended
     if max_count is not None:
         return ok, time.perf_counter() - started
     return in_window, duration
@@ -385,8 +389,10 @@ async def measure(base_url: str, key: str, options: Options, pids: Callable[[], 
         cpu_before = {role: _cpu_by_pid(p) for role, p in pids().items()}
         client_before = time.process_time()
         host_before = _host_busy_seconds()
+        totals: list[float] = []
         runs.concurrent_count, runs.concurrent_s = await _concurrent(
-            options.concurrency, options.duration, options.concurrent_runs, one, runs.errors)
+            options.concurrency, options.duration, options.concurrent_runs, one, runs.errors, totals)
+        runs.all_ok, runs.all_wall_s = int(totals[0]), totals[1]
         runs.cpu_s = {role: _cpu_used(cpu_before.get(role, {}), _cpu_by_pid(p)) for role, p in pids().items()}
         runs.cpu_s["client"] = time.process_time() - client_before
         runs.host_busy_s = _host_busy_seconds() - host_before
@@ -415,7 +421,8 @@ def _forget_redis_queue(redis_url: str, queue: str) -> None:
 
     client = redis.Redis.from_url(redis_url)
     try:
-        client.delete(queue, f"_kombu.binding.{queue}")
+        # kombu names its binding keys _kombu.binding.<queue> or _kombu.binding_permanent.<queue>.
+        client.delete(queue, *client.scan_iter(match=f"_kombu.binding*.{queue}"))
     finally:
         client.close()
 
@@ -577,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
                     failed = True
                     print(f"  {label}: {len(figures.errors)} ERRORS; first: {figures.errors[0][:400]}", flush=True)
     except KeyboardInterrupt as exc:
-        print(f"interrupted ({exc or 'Ctrl-C'}); processes stopped, temporary database dropped", file=sys.stderr)
+        print(f"interrupted ({str(exc) or 'Ctrl-C'}); processes stopped, temporary database dropped", file=sys.stderr)
         return 130
     finally:
         signal.alarm(0)
