@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from celery import Celery
 
+from comfygate.platform.filesystem_broker import TRANSPORT_PATH
 from comfygate.settings import Settings
 
 __all__ = ["create_celery", "RUN_TASK"]
@@ -36,6 +37,7 @@ def create_celery(settings: Settings) -> Celery:
     if settings.uses_filesystem_broker:
         queue_dir = settings.broker_dir / "queue"
         queue_dir.mkdir(parents=True, exist_ok=True)
+        app.conf.broker_transport = TRANSPORT_PATH
         app.conf.broker_transport_options = {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),

@@ -77,17 +77,36 @@ class RunWaiters:
             if not future.done():
                 future.set_result(None)
 
-    async def wait_until_ended(self, run_id: str, timeout: float,
-                               has_ended: Callable[[], Awaitable[bool]]) -> bool:
-        """True once ``has_ended()`` says so, False when ``timeout`` passes first."""
+    def expect(self, run_id: str) -> asyncio.Future[None]:
+        """Register interest in a run before it is dispatched, so even an instant end is not missed."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting[run_id].add(future)
+        return future
+
+    def discard(self, run_id: str, future: asyncio.Future[None]) -> None:
+        bucket = self._waiting.get(run_id)
+        if bucket is not None:
+            bucket.discard(future)
+            if not bucket:
+                del self._waiting[run_id]
+
+    async def wait_until_ended(self, run_id: str, timeout: float, has_ended: Callable[[], Awaitable[bool]],
+                               *, expected: asyncio.Future[None] | None = None) -> bool:
+        """True once ``has_ended()`` says so, False when ``timeout`` passes first.
+
+        With ``expected`` (from ``expect``, registered before the run could end) the first look at the run
+        table is skipped: the run was just queued, and its notice will wake us."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
+        future = expected
         while True:
-            # Register before checking, so a notice that arrives in between is not missed.
-            future: asyncio.Future[None] = loop.create_future()
-            self._waiting[run_id].add(future)
+            check = future is None
+            if future is None:
+                # Register before checking, so a notice that arrives in between is not missed.
+                future = loop.create_future()
+                self._waiting[run_id].add(future)
             try:
-                if await has_ended():
+                if check and await has_ended():
                     return True
                 remaining = deadline - loop.time()
                 if remaining <= 0:
@@ -95,11 +114,8 @@ class RunWaiters:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(future), min(remaining, DB_RECHECK_SECONDS))
             finally:
-                bucket = self._waiting.get(run_id)
-                if bucket is not None:
-                    bucket.discard(future)
-                    if not bucket:
-                        del self._waiting[run_id]
+                self.discard(run_id, future)
+            future = None
 
 
 class _DatagramListener(asyncio.DatagramProtocol):

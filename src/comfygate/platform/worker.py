@@ -31,7 +31,7 @@ from comfygate.comfy_runtime import (
     execute,
 )
 from comfygate.platform.db import make_engine, make_session_factory, session_scope
-from comfygate.platform.models import RunStatus
+from comfygate.platform.models import RunStatus, WorkflowVersion
 from comfygate.platform.notify import Publisher, make_publisher
 from comfygate.platform.services import runs as run_service
 from comfygate.platform.services.uploads import input_key
@@ -84,6 +84,15 @@ class RunProcessor:
         self.sentinel = Sentinel(clip=self.clip)
         self.publisher: Publisher = make_publisher(settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
+        self._policies: dict[int, Policy] = {}
+
+    def _policy(self, session: Session, version_id: int) -> Policy:
+        # Versions are immutable, so their policies are read once per process.
+        policy = self._policies.get(version_id)
+        if policy is None:
+            policy = Policy.from_dict(session.get_one(WorkflowVersion, version_id).policy)
+            self._policies[version_id] = policy
+        return policy
 
     def warm_up(self) -> None:
         """Load the CLIP model before taking runs, so the first run does not pay for it (and a bad weights
@@ -94,16 +103,14 @@ class RunProcessor:
     def process(self, run_id: str, attempt: int) -> str | None:
         """Run one attempt of a run; returns the final status, or None when the run was not ours."""
         with session_scope(self.sessions) as session:
-            run = run_service.claim_run(session, run_id, attempt, self.name)
-            if run is None:
+            claimed = run_service.claim_run(session, run_id, attempt, self.name)
+            if claimed is None:
                 log.info("run %s attempt %s is not claimable (duplicate or stale task); skipped", run_id, attempt)
                 return None
-            prompt = run.prompt
-            inputs = dict(run.inputs)
-            policy = Policy.from_dict(run.version.policy)
-            queue_ms = (run.started_at - run.queued_at).total_seconds() * 1000 if run.started_at else 0.0
+            policy = self._policy(session, claimed.version_id)
         try:
-            return self._execute_and_record(run_id, attempt, prompt, inputs, policy, round(queue_ms, 3))
+            return self._execute_and_record(run_id, attempt, claimed.prompt, claimed.inputs, policy,
+                                            claimed.queue_ms)
         except Exception as exc:
             # A bug of ours, not of the workflow: record it so the run never stays 'running', then re-raise
             # so the worker log carries the traceback.

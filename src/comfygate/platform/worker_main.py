@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 
@@ -14,6 +15,9 @@ __all__ = ["run_worker"]
 
 
 def run_worker(settings: Settings, concurrency: int) -> int:
+    # Celery logs two INFO lines per task; the run table already records every run.
+    for name in ("celery.app.trace", "celery.worker.strategy"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     app = create_celery(settings)
     processor = RunProcessor(settings)
     processor.warm_up()

@@ -15,6 +15,7 @@ from comfygate.platform.api import review, runs, ui, workflows
 from comfygate.platform.api.auth import auth_middleware
 from comfygate.platform.api.context import STATE, AppState
 from comfygate.platform.api.errors import error_middleware
+from comfygate.platform.api.key_cache import KeyCache
 from comfygate.platform.celery_app import create_celery
 from comfygate.platform.db import make_engine, make_session_factory
 from comfygate.platform.dispatch import Dispatcher
@@ -27,6 +28,9 @@ from comfygate.settings import Settings
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+# How long a verified API key is trusted without asking the database again (revocation delay).
+KEY_CACHE_SECONDS = 5.0
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -52,6 +56,7 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
             dispatcher=Dispatcher(celery, settings.queue_name),
             waiters=RunWaiters(),
             executor=executor,
+            key_cache=KeyCache(ttl=KEY_CACHE_SECONDS),
         )
         app[STATE] = state
         stop_listener = await start_listener(settings, state.waiters)

@@ -48,15 +48,24 @@ async def web_session(request: web.Request) -> Caller | None:
     return Caller(name=row.user.username, is_admin=row.user.is_admin, csrf_token=row.csrf_token)
 
 
+async def _key_caller(request: web.Request, token: str) -> Caller:
+    state = state_of(request)
+    caller = state.key_cache.get(token)
+    if caller is None:
+        key = await state.call(accounts.authenticate_key, token)
+        if key is None:
+            raise Unauthorized("unknown or revoked API key")
+        caller = Caller(name=f"key:{key.name}", is_admin=key.is_admin, api_key_id=key.id)
+        state.key_cache.put(token, caller)
+    return caller
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
     if request.path.startswith("/v1/"):
         token = _bearer(request)
         if token is not None:
-            key = await state_of(request).call(accounts.authenticate_key, token)
-            if key is None:
-                raise Unauthorized("unknown or revoked API key")
-            request[CALLER] = Caller(name=f"key:{key.name}", is_admin=key.is_admin, api_key_id=key.id)
+            request[CALLER] = await _key_caller(request, token)
         else:
             # The admin console's pages call /v1 with the admin's session cookie.
             caller = await web_session(request)

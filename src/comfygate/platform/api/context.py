@@ -12,6 +12,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session, sessionmaker
 
 from comfygate.comfy_runtime import NodeRegistry
+from comfygate.platform.api.key_cache import KeyCache
 from comfygate.platform.db import session_scope
 from comfygate.platform.dispatch import Dispatcher
 from comfygate.platform.notify import RunWaiters
@@ -33,6 +34,7 @@ class AppState:
     dispatcher: Dispatcher
     waiters: RunWaiters
     executor: ThreadPoolExecutor
+    key_cache: KeyCache[Any]
 
     @property
     def image_limits(self) -> ImageLimits:

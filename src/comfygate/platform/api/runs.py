@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from comfygate.platform.api.auth import CALLER
@@ -13,7 +15,7 @@ from comfygate.platform.api.context import AppState, state_of
 from comfygate.platform.api.workflows import parse_version_number
 from comfygate.platform.db import session_scope
 from comfygate.platform.errors import NotFound, OutputWithheld, Unprocessable
-from comfygate.platform.models import RunOutput, RunStatus, utcnow
+from comfygate.platform.models import RunOutput, RunStatus, new_id
 from comfygate.platform.services import runs as run_service
 from comfygate.platform.services import workflows as workflow_service
 from comfygate.platform.services.runs import withheld_reason
@@ -39,14 +41,13 @@ def _wait_seconds(request: web.Request) -> float:
     return seconds
 
 
-def _create_and_dispatch(state: AppState, name: str, number: int | None, inputs: Any,
+def _create_and_dispatch(state: AppState, run_id: str, name: str, number: int | None, inputs: Any,
                          files: dict[str, bytes], api_key_id: int | None) -> dict[str, Any]:
     with session_scope(state.sessions) as session:
         version = workflow_service.get_version(session, name, number)
         run = run_service.create_run(session, state.registry, state.storage, state.image_limits, version,
-                                     inputs, files, api_key_id)
-        run.dispatched_at = utcnow()
-        run_id, attempt = run.id, run.attempt
+                                     inputs, files, api_key_id, run_id=run_id)
+        attempt = run.attempt
     # The row has committed: a worker that picks the task up will find it.
     state.dispatcher.send(run_id, attempt)
     return {"id": run_id, "status": RunStatus.QUEUED, "url": f"/v1/runs/{run_id}"}
@@ -57,7 +58,8 @@ def _run_if_ended(session: Session, run_id: str) -> dict[str, Any] | None:
     return run_service.run_to_dict(run) if run.status in RunStatus.TERMINAL else None
 
 
-async def _wait_for_end(state: AppState, run_id: str, seconds: float) -> dict[str, Any] | None:
+async def _wait_for_end(state: AppState, run_id: str, seconds: float,
+                        expected: asyncio.Future[None] | None = None) -> dict[str, Any] | None:
     ended: dict[str, Any] = {}
 
     async def has_ended() -> bool:
@@ -66,7 +68,7 @@ async def _wait_for_end(state: AppState, run_id: str, seconds: float) -> dict[st
             ended["run"] = body
         return body is not None
 
-    if await state.waiters.wait_until_ended(run_id, seconds, has_ended):
+    if await state.waiters.wait_until_ended(run_id, seconds, has_ended, expected=expected):
         return ended["run"]
     return None
 
@@ -76,12 +78,19 @@ async def _start_run(request: web.Request, number: int | None) -> web.Response:
     wait = _wait_seconds(request)
     inputs, files = await read_run_request(request, state.settings.max_upload_bytes)
     caller = request[CALLER]
-    accepted = await state.in_thread(_create_and_dispatch, state, request.match_info["name"], number,
-                                     inputs, files, caller.api_key_id)
-    if wait > 0:
-        finished = await _wait_for_end(state, accepted["id"], wait)
-        if finished is not None:
-            return web.json_response(finished, status=200)
+    run_id = new_id()
+    # Listen before dispatching: a fast run can end before this coroutine resumes.
+    expected = state.waiters.expect(run_id) if wait > 0 else None
+    try:
+        accepted = await state.in_thread(_create_and_dispatch, state, run_id, request.match_info["name"],
+                                         number, inputs, files, caller.api_key_id)
+        if expected is not None:
+            finished = await _wait_for_end(state, run_id, wait, expected)
+            if finished is not None:
+                return web.json_response(finished, status=200)
+    finally:
+        if expected is not None:
+            state.waiters.discard(run_id, expected)
     return web.json_response(accepted, status=202, headers={"Location": accepted["url"]})
 
 
@@ -112,9 +121,11 @@ async def get_run(request: web.Request) -> web.Response:
 
 
 def _released_output(session: Session, run_id: str, index: int) -> RunOutput:
-    run = run_service.get_run(session, run_id)
-    output = next((o for o in run.outputs if o.index == index), None)
+    output = session.scalars(
+        select(RunOutput).where(RunOutput.run_id == run_id, RunOutput.index == index)
+    ).one_or_none()
     if output is None:
+        run_service.get_run(session, run_id)  # 404 names the run when it is the run that is missing
         raise NotFound(f"run {run_id} has no output {index}")
     if not output.released:
         raise OutputWithheld(withheld_reason(output), details={"verdict": output.verdict,

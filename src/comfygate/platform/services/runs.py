@@ -23,7 +23,7 @@ from comfygate.comfy_runtime import (
     validate_prompt,
 )
 from comfygate.platform.errors import Conflict, NotFound, Unprocessable
-from comfygate.platform.models import Run, RunOutput, RunStatus, WorkflowVersion, utcnow
+from comfygate.platform.models import Run, RunOutput, RunStatus, WorkflowVersion, new_id, utcnow
 from comfygate.platform.services.uploads import (
     CheckedImage,
     ImageLimits,
@@ -35,12 +35,12 @@ from comfygate.platform.services.workflows import exposed_inputs_of
 from comfygate.platform.storage import Storage
 
 __all__ = ["create_run", "get_run", "run_to_dict", "cancel_run", "claim_run", "heartbeat", "finish_run",
-           "fail_run", "OutputRecord", "output_url"]
+           "fail_run", "OutputRecord", "ClaimedRun", "output_url"]
 
 
 def create_run(session: Session, registry: NodeRegistry, storage: Storage, limits: ImageLimits,
                version: WorkflowVersion, raw_inputs: Any, files: Mapping[str, bytes],
-               api_key_id: int | None) -> Run:
+               api_key_id: int | None, *, run_id: str | None = None) -> Run:
     if not isinstance(raw_inputs, dict):
         raise Unprocessable("'inputs' must be an object of input name to value", details={"field": "inputs"})
     exposed = exposed_inputs_of(registry, version)
@@ -78,8 +78,10 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
     # Stored only once every input is valid: a refused request leaves nothing behind.
     for image in images:
         store_input_image(storage, image)
-    run = Run(version_id=version.id, status=RunStatus.QUEUED, inputs=values, prompt=prompt,
-              api_key_id=api_key_id, queued_at=utcnow())
+    now = utcnow()
+    # dispatched_at is set now: the caller sends the task right after this commits.
+    run = Run(id=run_id or new_id(), version_id=version.id, status=RunStatus.QUEUED, inputs=values,
+              prompt=prompt, api_key_id=api_key_id, queued_at=now, dispatched_at=now)
     session.add(run)
     session.flush()
     return run
@@ -179,19 +181,28 @@ def _owned(run_id: str, attempt: int) -> Any:
     return (Run.id == run_id) & (Run.attempt == attempt) & (Run.status == RunStatus.RUNNING)
 
 
-def claim_run(session: Session, run_id: str, attempt: int, worker: str) -> Run | None:
+@dataclass(frozen=True)
+class ClaimedRun:
+    prompt: dict[str, Any]
+    inputs: dict[str, Any]
+    version_id: int
+    queue_ms: float
+
+
+def claim_run(session: Session, run_id: str, attempt: int, worker: str) -> ClaimedRun | None:
     """Take a queued run for this attempt; None when it is not ours to run (duplicate or stale message)."""
     now = utcnow()
-    claimed = session.execute(
+    row = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.attempt == attempt, Run.status == RunStatus.QUEUED,
                Run.cancel_requested.is_(False))
         .values(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker)
-    ).rowcount
-    if not claimed:
+        .returning(Run.prompt, Run.inputs, Run.version_id, Run.queued_at)
+    ).one_or_none()
+    if row is None:
         return None
-    session.flush()
-    return session.get(Run, run_id, populate_existing=True)
+    return ClaimedRun(prompt=row.prompt, inputs=row.inputs, version_id=row.version_id,
+                      queue_ms=round((now - row.queued_at).total_seconds() * 1000, 3))
 
 
 def heartbeat(session: Session, run_id: str, attempt: int) -> tuple[bool, bool]:
