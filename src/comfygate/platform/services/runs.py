@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer, joinedload
 
 from comfygate.comfy_runtime import (
     ExposedInput,
@@ -23,7 +23,7 @@ from comfygate.comfy_runtime import (
     validate_prompt,
 )
 from comfygate.platform.errors import Conflict, NotFound, Unprocessable
-from comfygate.platform.models import Run, RunOutput, RunStatus, WorkflowVersion, new_id, utcnow
+from comfygate.platform.models import Run, RunOutput, RunStatus, Workflow, WorkflowVersion, new_id, utcnow
 from comfygate.platform.services.uploads import (
     CheckedImage,
     ImageLimits,
@@ -100,7 +100,13 @@ def _node_checks_failed(exc: WorkflowInvalid, exposed: list[ExposedInput]) -> Un
 
 
 def get_run(session: Session, run_id: str) -> Run:
-    run = session.get(Run, run_id)
+    # Reading a run is the hot path of every wait and poll: skip the large JSON columns it does not show
+    # (the bound prompt, the version's graph and schema).
+    run = session.get(Run, run_id, options=[
+        defer(Run.prompt),
+        joinedload(Run.version).load_only(WorkflowVersion.number, WorkflowVersion.workflow_id)
+        .joinedload(WorkflowVersion.workflow).load_only(Workflow.name),
+    ])
     if run is None:
         raise NotFound(f"no run with id {run_id!r}")
     return run
