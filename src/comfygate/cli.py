@@ -6,6 +6,7 @@ import argparse
 import base64
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,9 +101,16 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if status in (200, 202) and answer.get("status") not in ("failed", "rejected") else 1
 
 
+def _shown(name: str, value: Any) -> str:
+    """A setting's value for printing: the API key and passwords inside URLs are masked."""
+    if name == "api_key":
+        return "(set)" if value else "(not set)"
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", repr(value))
+
+
 def _settings(settings: Settings, args: argparse.Namespace) -> int:
     for spec in SETTINGS:
-        print(f"{spec.env}\n    {spec.help}\n    now: {getattr(settings, spec.name)!r}")
+        print(f"{spec.env}\n    {spec.help}\n    now: {_shown(spec.name, getattr(settings, spec.name))}")
     return 0
 
 

@@ -97,6 +97,9 @@ def test_an_unknown_key_is_refused(server):
     (json.dumps({"name": "x", "workflow": {"1": "EmptyImage"}}).encode(), 422, "1"),
     (json.dumps({"name": "x"}).encode(), 422, "'workflow' is required"),
     (json.dumps({"name": "x", "workflow": CARD, "extra": 1}).encode(), 422, "extra"),
+    (b'{"name": "x", "workflow": {"1": {"class_type": "EmptyImage", "inputs": {}, "_meta": NaN}}}', 400, "NaN"),
+    (b'{"name": "x", "n": ' + b"9" * 5000 + b"}", 400, "not valid JSON"),
+    (b"[" * 5000 + b"]" * 5000, 400, "nested"),
 ])
 def test_malformed_uploads_get_a_clear_4xx(server, body, status, phrase):
     response = server.call("POST", "/v1/workflows", data=body)
@@ -128,6 +131,8 @@ def test_upload_then_read_back(server):
 @pytest.mark.parametrize(("path", "status"), [
     ("/v1/workflows/nope", 404), ("/v1/workflows/card/versions/99", 404), ("/v1/workflows/card/versions/x", 404),
     ("/v1/runs/nope", 404), ("/v1/runs/nope/outputs/0", 404), ("/v1/no-such-route", 404),
+    ("/v1/runs/%00", 404), ("/v1/workflows/%00", 404), ("/v1/workflows/card/versions/" + "9" * 5000, 404),
+    ("/v1/runs/" + "0" * 32 + "/outputs/" + "9" * 40, 404), ("/v1/review/" + "9" * 40 + "/image", 404),
 ])
 def test_missing_things_are_404_with_a_json_body(server, path, status):
     server.call("POST", "/v1/workflows", json={"name": "card", "workflow": CARD})
@@ -166,3 +171,20 @@ def test_review_needs_an_admin(server):
 
 def test_health_needs_no_key(server):
     assert requests.get(server.url + "/healthz", timeout=10).json() == {"ok": True}
+
+
+@pytest.mark.parametrize(("headers", "body"), [
+    ({"Content-Type": "application/x-www-form-urlencoded; charset=bogus"}, b"username=a&password=b"),
+    ({"Content-Type": "application/x-www-form-urlencoded"}, b"username=\xff\xfe&password=b"),
+    ({"Content-Type": "multipart/form-data; boundary=xx"}, b"--xx\r\nno colon here\r\n\r\nv\r\n--xx--\r\n"),
+])
+def test_malformed_login_forms_are_400_not_500(server, headers, body):
+    response = requests.post(server.url + "/login", data=body, headers=headers, timeout=10,
+                             allow_redirects=False)
+    assert response.status_code in (400, 401), response.text
+
+
+def test_a_nul_in_the_login_name_is_just_a_wrong_login(server):
+    response = requests.post(server.url + "/login", data={"username": "a\x00", "password": "b"}, timeout=10,
+                             allow_redirects=False)
+    assert response.status_code == 401

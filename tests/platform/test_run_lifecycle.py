@@ -169,3 +169,17 @@ def test_finish_records_outputs_and_rejects_when_one_fails(sessions, registry, t
 def test_default_storage_folder_is_not_used(tmp_path):
     # The fixtures give every test its own storage folder under tmp_path.
     assert not Path("data/files").is_relative_to(tmp_path)
+
+
+def test_watchdog_ends_a_cancel_requested_run_whose_worker_died_as_canceled(sessions, registry, tmp_path,
+                                                                           version_id, watchdog_settings):
+    dispatcher = Dispatcher(create_celery(watchdog_settings), watchdog_settings.queue_name)
+    run_id = new_run(sessions, registry, tmp_path, version_id, {})
+    with session_scope(sessions) as session:
+        run_service.claim_run(session, run_id, 1, "w1")
+    with session_scope(sessions) as session:
+        run_service.cancel_run(session, run_id)
+    age_heartbeat(sessions, run_id, 30)
+    assert sweep(sessions, watchdog_settings, dispatcher).failed == [run_id]
+    assert status_of(sessions, run_id).status == RunStatus.CANCELED
+    assert queued_messages(watchdog_settings) == 0

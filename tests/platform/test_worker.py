@@ -64,7 +64,7 @@ def test_a_good_run_is_gated_stored_and_timed(tmp_path, database_url, card_workf
     assert output["released"] and output["verdict"]["passed"]
     clip = next(c for c in output["verdict"]["checks"] if c["name"] == "clip_alignment")
     assert clip["status"] == "not_run" and clip["reason"]  # no model configured: never "passed"
-    stored = processor.storage.get(f"runs/{run_id}/0.png")
+    stored = processor.storage.get(f"runs/{run_id}/1-0.png")
     assert Image.open(io.BytesIO(stored)).size == (output["width"], output["height"])
 
 
@@ -75,7 +75,7 @@ def test_a_blank_output_is_rejected_and_withheld(tmp_path, database_url, blank_w
     (output,) = run_body(processor, run_id)["outputs"]
     assert not output["released"] and output["review"] == "pending"
     assert any("blank" in reason for reason in output["verdict"]["reasons"])
-    assert processor.storage.exists(f"runs/{run_id}/0.png")  # kept for the reviewer
+    assert processor.storage.exists(f"runs/{run_id}/1-0.png")  # kept for the reviewer
 
 
 def test_a_node_error_fails_the_run_naming_the_node(tmp_path, database_url):

@@ -43,7 +43,7 @@ def create_celery(settings: Settings) -> Celery:
             "data_folder_out": str(queue_dir),
             "store_processed": False,
             # The transport polls its folder; 10 ms keeps dispatch latency low at negligible CPU.
-            "polling_interval": 0.01,
+            "polling_interval": 0.002,
         }
     elif settings.broker_url.startswith(("redis://", "rediss://")):
         # Longer than any run: a redelivery before that would only be a duplicate the claim refuses.

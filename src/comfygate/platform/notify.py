@@ -52,7 +52,7 @@ class Publisher:
         try:
             if self._redis_url:
                 if self._redis is None:
-                    self._redis = redis.Redis.from_url(self._redis_url)
+                    self._redis = redis.Redis.from_url(self._redis_url, socket_timeout=2, socket_connect_timeout=2)
                 self._redis.publish(CHANNEL, run_id)
             elif self._socket_path.exists():
                 with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
@@ -140,7 +140,7 @@ async def start_listener(settings: Settings, waiters: RunWaiters) -> Callable[[]
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             waiters.notify(message["data"].decode())
-                except (redis.ConnectionError, OSError) as exc:
+                except (redis.RedisError, OSError) as exc:
                     # redis-py reconnects and re-subscribes on the next listen(); meanwhile waiters re-read
                     # the run table.
                     log.warning("run-ended channel lost (%s); reconnecting", exc)

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from comfygate.platform.api.app import create_app
 from comfygate.platform.db import make_engine, make_session_factory, session_scope
+from comfygate.platform.migrate import is_up_to_date
 from comfygate.platform.services.accounts import bootstrap_admin
 from comfygate.settings import Settings
 
@@ -26,6 +27,8 @@ WORKER_RESTART_DELAY = 1.0
 def print_first_start(settings: Settings) -> None:
     engine = make_engine(settings.database_url)
     try:
+        if not is_up_to_date(engine):
+            raise SystemExit("the database schema is not up to date: run `comfygate db upgrade` first")
         with session_scope(make_session_factory(engine)) as session:
             first = bootstrap_admin(session)
     finally:

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class SweepReport:
     requeued: list[str] = field(default_factory=list)
-    failed: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)  # ended by the watchdog: failed, or canceled as asked
     redispatched: list[str] = field(default_factory=list)
 
 
@@ -42,13 +42,19 @@ def sweep(factory: sessionmaker[Session], settings: Settings, dispatcher: Dispat
     with session_scope(factory) as session:
         stale_cutoff = now - timedelta(seconds=settings.stale_after_seconds)
         stale = session.execute(
-            select(Run.id, Run.attempt, Run.worker)
+            select(Run.id, Run.attempt, Run.worker, Run.cancel_requested)
             .where(Run.status == RunStatus.RUNNING, Run.heartbeat_at < stale_cutoff)
         ).all()
-        for run_id, attempt, worker in stale:
+        for run_id, attempt, worker, cancel_requested in stale:
             owned = ((Run.id == run_id) & (Run.attempt == attempt) & (Run.status == RunStatus.RUNNING)
                      & (Run.heartbeat_at < stale_cutoff))
-            if attempt < settings.max_attempts:
+            if cancel_requested:
+                # The caller asked to stop it and its worker is gone: that is the end the caller wanted.
+                if session.execute(update(Run).where(owned).values(
+                        status=RunStatus.CANCELED, finished_at=now,
+                        error={"message": "canceled at the caller's request; its worker went silent"})).rowcount:
+                    report.failed.append(run_id)
+            elif attempt < settings.max_attempts:
                 if session.execute(update(Run).where(owned).values(
                         status=RunStatus.QUEUED, attempt=attempt + 1, worker=None, heartbeat_at=None,
                         started_at=None, dispatched_at=now)).rowcount:

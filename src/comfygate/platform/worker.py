@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import tempfile
 import threading
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from comfygate.comfy_runtime import (
@@ -27,6 +29,7 @@ from comfygate.comfy_runtime import (
     OutputImage,
     RunCanceled,
     RunContext,
+    WorkflowInvalid,
     create_registry,
     execute,
 )
@@ -36,7 +39,7 @@ from comfygate.platform.notify import Publisher, make_publisher
 from comfygate.platform.services import runs as run_service
 from comfygate.platform.services.uploads import input_key
 from comfygate.platform.storage import Storage, StoredObjectMissing, open_storage
-from comfygate.sentinel import Candidate, ClipScorer, Policy, Sentinel
+from comfygate.sentinel import Candidate, ClipScorer, Policy, Sentinel, Verdict
 from comfygate.settings import Settings
 
 __all__ = ["RunProcessor"]
@@ -62,8 +65,14 @@ class _Heartbeat:
 
     def loop(self) -> None:
         while not self.stop.wait(self.interval):
-            with session_scope(self.factory) as session:
-                alive, cancel = run_service.heartbeat(session, self.run_id, self.attempt)
+            try:
+                with session_scope(self.factory) as session:
+                    alive, cancel = run_service.heartbeat(session, self.run_id, self.attempt)
+            except SQLAlchemyError as exc:
+                # A database blip: keep beating. If it lasts past stale_after_seconds the watchdog re-queues
+                # the run, and the next successful beat reports it lost.
+                log.warning("heartbeat of run %s failed: %s", self.run_id, exc)
+                continue
             if cancel:
                 self.cancel_requested.set()
             if not alive:
@@ -136,43 +145,45 @@ class RunProcessor:
     def _execute_and_record(self, run_id: str, attempt: int, prompt: dict[str, Any], inputs: dict[str, Any],
                             policy: Policy, queue_ms: float) -> str | None:
         timings: dict[str, float] = {"queue_ms": queue_ms}
-        with self._heartbeat(run_id, attempt) as beat, tempfile.TemporaryDirectory(prefix="cg-run-") as tmp:
-            try:
-                self._fetch_input_files(prompt, Path(tmp))
-                start = time.perf_counter()
-                result = execute(prompt, self.registry, RunContext(
-                    input_dir=Path(tmp), should_cancel=beat.cancel_requested.is_set))
-                timings["execute_ms"] = _ms(start)
-            except RunCanceled:
-                return self._end_without_outputs(run_id, attempt, RunStatus.CANCELED,
-                                                 {"message": "canceled at the caller's request"}, timings)
-            except NodeExecutionError as exc:
-                return self._end_without_outputs(run_id, attempt, RunStatus.FAILED, exc.to_dict(), timings)
-            except StoredObjectMissing as exc:
-                return self._end_without_outputs(run_id, attempt, RunStatus.FAILED,
-                                                 {"message": f"an input file is missing from storage: {exc}"},
-                                                 timings)
+        # The heartbeat covers the whole attempt (execute, gate, store): a slow CLIP pass or upload must not
+        # look like a dead worker.
+        with self._heartbeat(run_id, attempt) as beat:
+            with tempfile.TemporaryDirectory(prefix="cg-run-") as tmp:
+                try:
+                    self._fetch_input_files(prompt, Path(tmp))
+                    start = time.perf_counter()
+                    result = execute(prompt, self.registry, RunContext(
+                        input_dir=Path(tmp), should_cancel=beat.cancel_requested.is_set))
+                    timings["execute_ms"] = _ms(start)
+                except RunCanceled:
+                    return self._end_without_outputs(run_id, attempt, RunStatus.CANCELED,
+                                                     {"message": "canceled at the caller's request"}, timings)
+                except NodeExecutionError as exc:
+                    return self._end_without_outputs(run_id, attempt, RunStatus.FAILED, exc.to_dict(), timings)
+                except WorkflowInvalid as exc:
+                    # E.g. this worker lacks a node pack the API server has: say so in ComfyUI's shape.
+                    error = {"message": exc.error["message"], "type": "workflow_invalid_on_worker",
+                             "node_errors": exc.node_errors}
+                    return self._end_without_outputs(run_id, attempt, RunStatus.FAILED, error, timings)
+                except StoredObjectMissing as exc:
+                    return self._end_without_outputs(
+                        run_id, attempt, RunStatus.FAILED,
+                        {"message": f"an input file is missing from storage: {exc}"}, timings)
+
+            prompt_text = inputs.get(policy.prompt_input) if policy.prompt_input else None
+            start = time.perf_counter()
+            verdicts = [self.sentinel.evaluate(self._candidate(o), policy,
+                                               prompt_text if isinstance(prompt_text, str) else None)
+                        for o in result.outputs]
+            timings["sentinel_ms"] = _ms(start)
+
             if beat.lost.is_set():
                 log.warning("run %s attempt %s was taken back by the watchdog; result dropped", run_id, attempt)
                 return None
-
-        prompt_text = inputs.get(policy.prompt_input) if policy.prompt_input else None
-        start = time.perf_counter()
-        verdicts = [self.sentinel.evaluate(self._candidate(o), policy,
-                                           prompt_text if isinstance(prompt_text, str) else None)
-                    for o in result.outputs]
-        timings["sentinel_ms"] = _ms(start)
-
-        start = time.perf_counter()
-        records = []
-        for output, verdict in zip(result.outputs, verdicts, strict=True):
-            key = f"runs/{run_id}/{output.index}.png"
-            self.storage.put(key, output.png, "image/png")
-            records.append(run_service.OutputRecord(
-                index=output.index, node_id=output.node_id, filename=_download_name(output),
-                storage_key=key, content_type="image/png", width=output.width, height=output.height,
-                size_bytes=len(output.png), verdict=verdict.to_dict(), passed=verdict.passed))
-        timings["store_ms"] = _ms(start)
+            start = time.perf_counter()
+            records = [self._store(run_id, attempt, output, verdict)
+                       for output, verdict in zip(result.outputs, verdicts, strict=True)]
+            timings["store_ms"] = _ms(start)
         timings["total_ms"] = round(sum(timings.values()), 3)
 
         with session_scope(self.sessions) as session:
@@ -180,6 +191,15 @@ class RunProcessor:
         if status is None:
             log.warning("run %s attempt %s ended elsewhere; its result was not recorded", run_id, attempt)
         return status
+
+    def _store(self, run_id: str, attempt: int, output: OutputImage, verdict: Verdict) -> run_service.OutputRecord:
+        # One key per attempt: a late, superseded attempt can never overwrite the bytes another one recorded.
+        key = f"runs/{run_id}/{attempt}-{output.index}.png"
+        self.storage.put(key, output.png, "image/png")
+        return run_service.OutputRecord(
+            index=output.index, node_id=output.node_id, filename=_download_name(output), storage_key=key,
+            content_type="image/png", width=output.width, height=output.height, size_bytes=len(output.png),
+            verdict=verdict.to_dict(), passed=verdict.passed)
 
     def _end_without_outputs(self, run_id: str, attempt: int, status: str, error: dict[str, Any],
                              timings: dict[str, float]) -> str | None:
@@ -203,5 +223,6 @@ class RunProcessor:
 
 
 def _download_name(output: OutputImage) -> str:
-    stem = output.filename_prefix.replace("/", "_") or "output"
+    # Goes into a Content-Disposition header: only characters that need no quoting.
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", output.filename_prefix) or "output"
     return f"{stem}_{output.index:05d}.png"

@@ -7,13 +7,18 @@ import json
 from typing import Any
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from comfygate.platform.errors import BadRequest, NotFound, PayloadTooLarge
 
-__all__ = ["read_json_object", "read_run_request", "parse_json", "path_number", "MAX_JSON_DEPTH"]
+__all__ = ["read_json_object", "read_run_request", "parse_json", "path_number", "MAX_JSON_DEPTH",
+           "WORKFLOW_NAME_PATH", "RUN_ID_PATH"]
 
 # A workflow upload is about 5 levels deep; anything near Python's recursion limit is an attack or a bug.
 MAX_JSON_DEPTH = 64
+# URL path patterns: a path that cannot name a workflow or a run is a 404 from the router, before any query.
+WORKFLOW_NAME_PATH = "{name:[a-z0-9][a-z0-9._-]{0,127}}"
+RUN_ID_PATH = "{run_id:[0-9a-f]{32}}"
 # Ids and version numbers are database integers; a longer number can name nothing.
 _MAX_PATH_NUMBER = 2**31 - 1
 
@@ -46,13 +51,18 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _no_constants(name: str) -> Any:
+    # Python's json accepts NaN and Infinity, which are not JSON and which PostgreSQL's JSON type refuses.
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def parse_json(raw: bytes | str, what: str) -> Any:
     too_deep = BadRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constants)
     except RecursionError as exc:
         raise too_deep from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, NaN, integers over Python's digit limit
         raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
     if _depth(data) > MAX_JSON_DEPTH:
         raise too_deep
@@ -61,7 +71,7 @@ def parse_json(raw: bytes | str, what: str) -> Any:
 
 def path_number(raw: str, what: str, minimum: int = 1) -> int:
     """A whole number from the URL path; anything else names nothing there (404)."""
-    if not (raw.isascii() and raw.isdigit()) or not minimum <= int(raw) <= _MAX_PATH_NUMBER:
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 10) or not minimum <= int(raw) <= _MAX_PATH_NUMBER:
         raise NotFound(f"{what} must be a whole number from {minimum}, got {raw!r}")
     return int(raw)
 
@@ -110,6 +120,6 @@ async def read_run_request(request: web.Request, limit: int) -> tuple[Any, dict[
                 inputs = _parse_object(bytes(data), "the 'inputs' form field")
             else:
                 files[part.name] = bytes(data)
-    except ValueError as exc:
+    except (ValueError, HttpProcessingError) as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from exc
     return inputs, files

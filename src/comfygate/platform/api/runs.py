@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from comfygate.platform.api.auth import CALLER
-from comfygate.platform.api.bodies import path_number, read_run_request
+from comfygate.platform.api.bodies import RUN_ID_PATH, WORKFLOW_NAME_PATH, path_number, read_run_request
 from comfygate.platform.api.context import AppState, state_of
 from comfygate.platform.api.workflows import parse_version_number
 from comfygate.platform.db import session_scope
@@ -94,12 +94,12 @@ async def _start_run(request: web.Request, number: int | None) -> web.Response:
     return web.json_response(accepted, status=202, headers={"Location": accepted["url"]})
 
 
-@routes.post("/v1/workflows/{name}/runs")
+@routes.post(f"/v1/workflows/{WORKFLOW_NAME_PATH}/runs")
 async def start_run_latest(request: web.Request) -> web.Response:
     return await _start_run(request, None)
 
 
-@routes.post("/v1/workflows/{name}/versions/{number}/runs")
+@routes.post(f"/v1/workflows/{WORKFLOW_NAME_PATH}/versions/{{number}}/runs")
 async def start_run_version(request: web.Request) -> web.Response:
     return await _start_run(request, parse_version_number(request.match_info["number"]))
 
@@ -108,7 +108,7 @@ def _run_body(session: Session, run_id: str) -> dict[str, Any]:
     return run_service.run_to_dict(run_service.get_run(session, run_id))
 
 
-@routes.get("/v1/runs/{run_id}")
+@routes.get(f"/v1/runs/{RUN_ID_PATH}")
 async def get_run(request: web.Request) -> web.Response:
     state = state_of(request)
     run_id = request.match_info["run_id"]
@@ -133,7 +133,7 @@ def _released_output(session: Session, run_id: str, index: int) -> RunOutput:
     return output
 
 
-@routes.get("/v1/runs/{run_id}/outputs/{index}")
+@routes.get(f"/v1/runs/{RUN_ID_PATH}/outputs/{{index}}")
 async def get_output(request: web.Request) -> web.Response:
     state = state_of(request)
     index = path_number(request.match_info["index"], "output index", minimum=0)
@@ -148,7 +148,7 @@ def _cancel(session: Session, run_id: str) -> dict[str, Any]:
     return run_service.run_to_dict(run_service.cancel_run(session, run_id))
 
 
-@routes.post("/v1/runs/{run_id}/cancel")
+@routes.post(f"/v1/runs/{RUN_ID_PATH}/cancel")
 async def cancel_run(request: web.Request) -> web.Response:
     state = state_of(request)
     body = await state.call(_cancel, request.match_info["run_id"])

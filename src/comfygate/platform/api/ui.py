@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 import jinja2
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from comfygate.platform.api.auth import SESSION_COOKIE, Caller, check_csrf, web_session
 from comfygate.platform.api.bodies import parse_json
@@ -57,7 +58,10 @@ def _local_path(raw: str) -> str:
 
 
 async def _form(request: web.Request) -> dict[str, Any]:
-    form = await request.post()
+    try:
+        form = await request.post()
+    except (ValueError, LookupError, HttpProcessingError) as exc:  # bad charset, encoding or multipart framing
+        raise BadRequest(f"malformed form data: {exc}") from exc
     return {key: form.get(key) for key in form}
 
 

@@ -8,7 +8,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from comfygate.comfy_runtime import NodeRegistry
-from comfygate.platform.api.bodies import path_number, read_json_object
+from comfygate.platform.api.bodies import WORKFLOW_NAME_PATH, path_number, read_json_object
 from comfygate.platform.api.context import state_of
 from comfygate.platform.errors import Unprocessable
 from comfygate.platform.services import workflows as workflow_service
@@ -68,7 +68,7 @@ def _workflow_detail(session: Session, name: str) -> dict[str, Any]:
             "run_url": f"/v1/workflows/{name}/runs"}
 
 
-@routes.get("/v1/workflows/{name}")
+@routes.get(f"/v1/workflows/{WORKFLOW_NAME_PATH}")
 async def get_workflow(request: web.Request) -> web.Response:
     detail = await state_of(request).call(_workflow_detail, request.match_info["name"])
     return web.json_response(detail)
@@ -79,7 +79,7 @@ def _version_detail(session: Session, name: str, number: int) -> dict[str, Any]:
     return {**workflow_service.version_summary(version), "graph": version.graph, "inputs": version.inputs_spec}
 
 
-@routes.get("/v1/workflows/{name}/versions/{number}")
+@routes.get(f"/v1/workflows/{WORKFLOW_NAME_PATH}/versions/{{number}}")
 async def get_version(request: web.Request) -> web.Response:
     number = parse_version_number(request.match_info["number"])
     detail = await state_of(request).call(_version_detail, request.match_info["name"], number)

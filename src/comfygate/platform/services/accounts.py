@@ -26,6 +26,7 @@ __all__ = ["CreatedKey", "FirstStart", "create_api_key", "authenticate_key", "bo
            "login", "session_user", "logout", "SESSION_LIFETIME"]
 
 SESSION_LIFETIME = timedelta(hours=12)
+_DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,12 @@ def bootstrap_admin(session: Session) -> FirstStart | None:
 
 def login(session: Session, username: str, password: str) -> tuple[str, WebSession] | None:
     """A new session token (for the cookie) and its row, or None for a wrong name or password."""
+    if "\x00" in username or "\x00" in password:  # PostgreSQL text cannot hold NUL: no user has one
+        return None
     user = session.scalars(select(User).where(User.username == username)).one_or_none()
-    if user is None or not verify_password(password, user.password_hash):
+    # An unknown name costs the same scrypt as a known one, so timing does not tell names apart.
+    stored = user.password_hash if user is not None else _DUMMY_HASH
+    if not verify_password(password, stored) or user is None:
         return None
     session.execute(delete(WebSession).where(WebSession.expires_at < utcnow()))
     token = random_token()

@@ -123,7 +123,10 @@ def push_version(session: Session, registry: NodeRegistry, *, name: Any, workflo
     if wf is None:
         wf = Workflow(name=name)
         session.add(wf)
-        session.flush()
+        try:
+            session.flush()
+        except IntegrityError as exc:  # another upload created the name at the same moment
+            raise RaceLost(name) from exc
     existing = session.scalars(
         select(WorkflowVersion).where(WorkflowVersion.workflow_id == wf.id,
                                       WorkflowVersion.content_hash == digest)
