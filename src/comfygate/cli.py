@@ -53,6 +53,24 @@ def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from comfygate.platform.db import make_engine, make_session_factory, session_scope
+    from comfygate.platform.errors import NotFound
+    from comfygate.platform.services.accounts import revoke_api_key
+
+    prefix = args.key.split("_")[1] if args.key.startswith("cg_") else args.key
+    factory = make_session_factory(make_engine(settings.database_url))
+    try:
+        with session_scope(factory) as session:
+            key = revoke_api_key(session, prefix)
+    except NotFound as exc:
+        print(f"comfygate: {exc}", file=sys.stderr)
+        return 1
+    # Servers trust a verified key for a few seconds (their key cache), then refuse it.
+    print(f"revoked key {key.name!r} (prefix {key.prefix})")
+    return 0
+
+
 def _read_json_file(path: str, what: str) -> Any:
     try:
         return json.loads(Path(path).read_text())
@@ -139,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("name")
     create.add_argument("--admin", action="store_true", help="may use admin routes (review queue)")
     create.set_defaults(handler=_keys_create)
+    revoke = keys_sub.add_parser("revoke", help="revoke a key (give the key or its prefix)")
+    revoke.add_argument("key")
+    revoke.set_defaults(handler=_keys_revoke)
 
     def client_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", default="", help="server URL (default COMFYGATE_PUBLIC_URL)")

@@ -80,3 +80,15 @@ def test_first_start_creates_an_admin_once_and_login_works(sessions):
         accounts.logout(session, token)
     with session_scope(sessions) as session:
         assert accounts.session_user(session, token) is None
+
+
+def test_a_revoked_key_no_longer_authenticates(sessions):
+    with session_scope(sessions) as session:
+        created = accounts.create_api_key(session, "temp")
+    prefix = created.secret.split("_")[1]
+    with session_scope(sessions) as session:
+        accounts.revoke_api_key(session, prefix)
+    with session_scope(sessions) as session:
+        assert accounts.authenticate_key(session, created.secret) is None
+    with session_scope(sessions) as session, pytest.raises(NotFound):
+        accounts.revoke_api_key(session, "nope")

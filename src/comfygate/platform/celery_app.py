@@ -22,7 +22,6 @@ def create_celery(settings: Settings) -> Celery:
     app.conf.update(
         task_default_queue=settings.queue_name,
         task_acks_late=True,
-        task_reject_on_worker_lost=True,
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],

@@ -12,8 +12,8 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-__all__ = ["NewKey", "generate_key", "split_key", "hash_key_secret", "hash_password", "verify_password",
-           "random_token", "token_digest"]
+__all__ = ["NewKey", "generate_key", "split_key", "sha256_hex", "hash_password", "verify_password",
+           "random_token"]
 
 _KEY_MARK = "cg"
 
@@ -40,16 +40,13 @@ def split_key(full: str) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def hash_key_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+def sha256_hex(value: str) -> str:
+    """How high-entropy secrets (API key secrets, session tokens) are stored."""
+    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def random_token() -> str:
     return secrets.token_urlsafe(32)
-
-
-def token_digest(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}

@@ -22,7 +22,7 @@ import redis.asyncio as aioredis
 
 from comfygate.settings import Settings
 
-__all__ = ["Publisher", "RunWaiters", "make_publisher", "start_listener", "DB_RECHECK_SECONDS"]
+__all__ = ["Publisher", "RunWaiters", "start_listener", "DB_RECHECK_SECONDS"]
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +60,6 @@ class Publisher:
         except (OSError, redis.RedisError) as exc:
             # Waiters fall back to re-reading the run table; the run itself is already recorded.
             log.warning("could not publish the end of run %s: %s", run_id, exc)
-
-
-def make_publisher(settings: Settings) -> Publisher:
-    return Publisher(settings)
 
 
 class RunWaiters:

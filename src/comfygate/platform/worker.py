@@ -35,7 +35,7 @@ from comfygate.comfy_runtime import (
 )
 from comfygate.platform.db import make_engine, make_session_factory, session_scope
 from comfygate.platform.models import RunStatus, WorkflowVersion
-from comfygate.platform.notify import Publisher, make_publisher
+from comfygate.platform.notify import Publisher
 from comfygate.platform.services import runs as run_service
 from comfygate.platform.services.uploads import input_key
 from comfygate.platform.storage import Storage, StoredObjectMissing, open_storage
@@ -91,7 +91,7 @@ class RunProcessor:
         if settings.clip_model and settings.clip_weights:
             self.clip = ClipScorer(settings.clip_model, settings.clip_weights)
         self.sentinel = Sentinel(clip=self.clip)
-        self.publisher: Publisher = make_publisher(settings)
+        self.publisher = Publisher(settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self._policies: dict[int, Policy] = {}
 

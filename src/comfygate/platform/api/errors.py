@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -48,8 +47,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         else:
             message = exc.text if exc.text and exc.text != exc.reason else exc.reason
         return json_error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), message)
-    except json.JSONDecodeError as exc:
-        return json_error(400, "bad_request", f"request body is not valid JSON: {exc}")
     except Exception:
         # Our bug, not the caller's: log it with a reference the caller can quote, never leak internals.
         reference = uuid.uuid4().hex[:12]

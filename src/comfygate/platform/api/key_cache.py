@@ -6,10 +6,11 @@ in the database stops working within that time on every server.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections import OrderedDict
 from typing import Generic, TypeVar
+
+from comfygate.platform.credentials import sha256_hex
 
 __all__ = ["KeyCache"]
 
@@ -22,12 +23,8 @@ class KeyCache(Generic[V]):
         self.max_entries = max_entries
         self._entries: OrderedDict[str, tuple[float, V]] = OrderedDict()
 
-    @staticmethod
-    def _digest(presented: str) -> str:
-        return hashlib.sha256(presented.encode()).hexdigest()
-
     def get(self, presented: str) -> V | None:
-        digest = self._digest(presented)
+        digest = sha256_hex(presented)
         entry = self._entries.get(digest)
         if entry is None:
             return None
@@ -38,7 +35,7 @@ class KeyCache(Generic[V]):
         return value
 
     def put(self, presented: str, value: V) -> None:
-        digest = self._digest(presented)
+        digest = sha256_hex(presented)
         self._entries[digest] = (time.monotonic(), value)
         self._entries.move_to_end(digest)
         while len(self._entries) > self.max_entries:

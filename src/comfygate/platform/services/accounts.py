@@ -12,18 +12,17 @@ from sqlalchemy.orm import Session
 
 from comfygate.platform.credentials import (
     generate_key,
-    hash_key_secret,
     hash_password,
     random_token,
+    sha256_hex,
     split_key,
-    token_digest,
     verify_password,
 )
-from comfygate.platform.errors import Conflict, Unprocessable
+from comfygate.platform.errors import Conflict, NotFound, Unprocessable
 from comfygate.platform.models import ApiKey, User, WebSession, utcnow
 
-__all__ = ["CreatedKey", "FirstStart", "create_api_key", "authenticate_key", "bootstrap_admin", "create_user",
-           "login", "session_user", "logout", "SESSION_LIFETIME"]
+__all__ = ["CreatedKey", "FirstStart", "create_api_key", "revoke_api_key", "authenticate_key", "bootstrap_admin",
+           "create_user", "login", "session_user", "logout", "SESSION_LIFETIME"]
 
 SESSION_LIFETIME = timedelta(hours=12)
 _DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
@@ -49,10 +48,20 @@ def create_api_key(session: Session, name: str, *, is_admin: bool = False) -> Cr
     if not name or len(name) > 128:
         raise Unprocessable("key name must be 1 to 128 characters", details={"field": "name"})
     new = generate_key()
-    row = ApiKey(name=name, prefix=new.prefix, secret_hash=hash_key_secret(new.secret), is_admin=is_admin)
+    row = ApiKey(name=name, prefix=new.prefix, secret_hash=sha256_hex(new.secret), is_admin=is_admin)
     session.add(row)
     session.flush()
     return CreatedKey(id=row.id, name=name, is_admin=is_admin, secret=new.full)
+
+
+def revoke_api_key(session: Session, prefix: str) -> ApiKey:
+    """Revoke by the key's public prefix (the part between ``cg_`` and the next ``_``)."""
+    row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
+    if row is None:
+        raise NotFound(f"no API key with prefix {prefix!r}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
 
 
 def authenticate_key(session: Session, presented: str) -> ApiKey | None:
@@ -63,7 +72,7 @@ def authenticate_key(session: Session, presented: str) -> ApiKey | None:
     row = session.scalars(select(ApiKey).where(ApiKey.prefix == prefix)).one_or_none()
     if row is None or row.revoked_at is not None:
         return None
-    if not hmac.compare_digest(row.secret_hash, hash_key_secret(secret)):
+    if not hmac.compare_digest(row.secret_hash, sha256_hex(secret)):
         return None
     return row
 
@@ -98,7 +107,7 @@ def login(session: Session, username: str, password: str) -> tuple[str, WebSessi
         return None
     session.execute(delete(WebSession).where(WebSession.expires_at < utcnow()))
     token = random_token()
-    row = WebSession(token_hash=token_digest(token), user_id=user.id, csrf_token=random_token(),
+    row = WebSession(token_hash=sha256_hex(token), user_id=user.id, csrf_token=random_token(),
                      expires_at=utcnow() + SESSION_LIFETIME)
     session.add(row)
     session.flush()
@@ -106,11 +115,11 @@ def login(session: Session, username: str, password: str) -> tuple[str, WebSessi
 
 
 def session_user(session: Session, token: str) -> WebSession | None:
-    row = session.get(WebSession, token_digest(token))
+    row = session.get(WebSession, sha256_hex(token))
     if row is None or row.expires_at < utcnow():
         return None
     return row
 
 
 def logout(session: Session, token: str) -> None:
-    session.execute(delete(WebSession).where(WebSession.token_hash == token_digest(token)))
+    session.execute(delete(WebSession).where(WebSession.token_hash == sha256_hex(token)))
