@@ -61,10 +61,13 @@ def decide(session: Session, output_id: int, decision: Any, decided_by: str, not
         raise Conflict(f"output {output_id} is not waiting for review (state: {output.review_state})")
     session.add(ReviewDecision(output_id=output_id, decision=decision, decided_by=decided_by, note=note))
     session.flush()
-    session.refresh(output)
-    run = output.run
-    session.refresh(run)
-    if decision == "approve" and all(o.released for o in run.outputs):
-        session.execute(update(Run).where(Run.id == run.id, Run.status == RunStatus.REJECTED)
+    # Lock the run row, then read its outputs afresh: two reviewers approving the last two withheld outputs
+    # of one run at once are serialised here, and the second one sees the first one's release.
+    session.execute(select(Run.id).where(Run.id == output.run_id).with_for_update())
+    released = session.scalars(select(RunOutput.released).where(RunOutput.run_id == output.run_id)).all()
+    if decision == "approve" and all(released):
+        session.execute(update(Run).where(Run.id == output.run_id, Run.status == RunStatus.REJECTED)
                         .values(status=RunStatus.SUCCEEDED))
+    session.refresh(output)
+    session.refresh(output.run)
     return output
