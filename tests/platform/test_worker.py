@@ -117,3 +117,18 @@ def test_prompt_alignment_gates_with_a_local_clip_model(tmp_path, database_url, 
     clip = next(c for c in output["verdict"]["checks"] if c["name"] == "clip_alignment")
     assert clip["status"] == ("passed" if expected == RunStatus.SUCCEEDED else "failed")
     assert clip["score"] is not None
+
+
+def test_a_loadimage_file_never_uploaded_fails_naming_the_node_not_as_an_internal_error(tmp_path, database_url):
+    # An exported workflow names a file on the exporter's disk; a space is fine in a file name but not in
+    # a storage key, so the worker must not trip over it before LoadImage can report it.
+    processor = make_processor(tmp_path, database_url)
+    workflow = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "my photo.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    run_id = submit(processor, "constant-image", workflow, spec={"prefix": {"node": "2", "input": "filename_prefix"}})
+    assert processor.process(run_id, 1) == RunStatus.FAILED
+    error = run_body(processor, run_id)["error"]
+    assert (error["node_id"], error["node_type"]) == ("1", "LoadImage")
+    assert "my photo.png" in error["message"]

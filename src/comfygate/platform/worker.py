@@ -38,7 +38,7 @@ from comfygate.platform.models import RunStatus, WorkflowVersion
 from comfygate.platform.notify import Publisher
 from comfygate.platform.services import runs as run_service
 from comfygate.platform.services.uploads import input_key
-from comfygate.platform.storage import Storage, StoredObjectMissing, open_storage
+from comfygate.platform.storage import InvalidStorageKey, Storage, StoredObjectMissing, open_storage
 from comfygate.sentinel import Candidate, ClipScorer, Policy, Sentinel, Verdict
 from comfygate.settings import Settings
 
@@ -165,10 +165,6 @@ class RunProcessor:
                     error = {"message": exc.error["message"], "type": "workflow_invalid_on_worker",
                              "node_errors": exc.node_errors}
                     return self._end_without_outputs(run_id, attempt, RunStatus.FAILED, error, timings)
-                except StoredObjectMissing as exc:
-                    return self._end_without_outputs(
-                        run_id, attempt, RunStatus.FAILED,
-                        {"message": f"an input file is missing from storage: {exc}"}, timings)
 
             prompt_text = inputs.get(policy.prompt_input) if policy.prompt_input else None
             start = time.perf_counter()
@@ -208,13 +204,20 @@ class RunProcessor:
         return status if recorded else None
 
     def _fetch_input_files(self, prompt: dict[str, Any], input_dir: Path) -> None:
-        # Only uploaded images are in storage; names were made by us (content hashes), never by callers.
+        """Copy the LoadImage files this run names from storage into its input dir.
+
+        A name storage does not hold (deleted, or a constant from the exported workflow that was never
+        uploaded) is left out: LoadImage then fails naming its node and the file, which says more than we
+        could here."""
         for node in prompt.values():
-            if node.get("class_type") != "LoadImage":
+            name = node.get("inputs", {}).get("image") if node.get("class_type") == "LoadImage" else None
+            if not isinstance(name, str) or (input_dir / name).exists():
                 continue
-            name = node.get("inputs", {}).get("image")
-            if isinstance(name, str) and not (input_dir / name).exists() and self.storage.exists(input_key(name)):
-                (input_dir / name).write_bytes(self.storage.get(input_key(name)))
+            try:
+                data = self.storage.get(input_key(name))
+            except (StoredObjectMissing, InvalidStorageKey):
+                continue
+            (input_dir / name).write_bytes(data)
 
     @staticmethod
     def _candidate(output: OutputImage) -> Candidate:
