@@ -144,6 +144,10 @@ class Settings:
         return self.broker_url.startswith("filesystem:")
 
     @property
+    def uses_redis_broker(self) -> bool:
+        return self.broker_url.startswith(("redis://", "rediss://"))
+
+    @property
     def broker_dir(self) -> Path:
         return self.data_dir / "broker"
 

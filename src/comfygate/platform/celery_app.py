@@ -44,7 +44,7 @@ def create_celery(settings: Settings) -> Celery:
             # The transport polls its folder; 10 ms keeps dispatch latency low at negligible CPU.
             "polling_interval": 0.002,
         }
-    elif settings.broker_url.startswith(("redis://", "rediss://")):
+    elif settings.uses_redis_broker:
         # Longer than any run: a redelivery before that would only be a duplicate the claim refuses.
         app.conf.broker_transport_options = {"visibility_timeout": 3600}
     return app

@@ -37,7 +37,7 @@ def _socket_path(settings: Settings) -> Path:
 
 
 def _redis_url(settings: Settings) -> str | None:
-    return settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://")) else None
+    return settings.broker_url if settings.uses_redis_broker else None
 
 
 class Publisher:

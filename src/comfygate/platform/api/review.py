@@ -10,12 +10,10 @@ from sqlalchemy.orm import Session
 from comfygate.platform.api.auth import require_admin
 from comfygate.platform.api.bodies import path_number, read_json_object
 from comfygate.platform.api.context import state_of
-from comfygate.platform.errors import NotFound
-from comfygate.platform.models import RunOutput
 from comfygate.platform.services import review as review_service
 from comfygate.platform.services import runs as run_service
 
-__all__ = ["routes", "output_id_of", "decide_output", "review_queue", "reviewable_output"]
+__all__ = ["routes", "output_id_of", "decide_output", "review_queue"]
 
 routes = web.RouteTableDef()
 
@@ -34,13 +32,6 @@ def decide_output(session: Session, output_id: int, decision: Any, decided_by: s
                                    note if isinstance(note, str) else None)
     return {"output_id": output.id, "review": output.review_state, "released": output.released,
             "run": run_service.run_to_dict(output.run)}
-
-
-def reviewable_output(session: Session, output_id: int) -> RunOutput:
-    output = session.get(RunOutput, output_id)
-    if output is None:
-        raise NotFound(f"no output with id {output_id}")
-    return output
 
 
 @routes.get("/v1/review")
@@ -65,6 +56,6 @@ async def post_decision(request: web.Request) -> web.Response:
 async def review_image(request: web.Request) -> web.Response:
     require_admin(request)
     state = state_of(request)
-    output = await state.call(reviewable_output, output_id_of(request))
+    output = await state.call(review_service.get_output, output_id_of(request))
     data = await state.in_thread(state.storage.get, output.storage_key)
     return web.Response(body=data, content_type=output.content_type)

@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from comfygate.platform.api.auth import CALLER
@@ -14,11 +13,10 @@ from comfygate.platform.api.bodies import RUN_ID_PATH, WORKFLOW_NAME_PATH, path_
 from comfygate.platform.api.context import AppState, state_of
 from comfygate.platform.api.workflows import parse_version_number
 from comfygate.platform.db import session_scope
-from comfygate.platform.errors import NotFound, OutputWithheld, Unprocessable
-from comfygate.platform.models import RunOutput, RunStatus, new_id
+from comfygate.platform.errors import Unprocessable
+from comfygate.platform.models import RunStatus, new_id
 from comfygate.platform.services import runs as run_service
 from comfygate.platform.services import workflows as workflow_service
-from comfygate.platform.services.runs import withheld_reason
 
 __all__ = ["routes", "MAX_WAIT_SECONDS"]
 
@@ -50,7 +48,7 @@ def _create_and_dispatch(state: AppState, run_id: str, name: str, number: int | 
         attempt = run.attempt
     # The row has committed: a worker that picks the task up will find it.
     state.dispatcher.send(run_id, attempt)
-    return {"id": run_id, "status": RunStatus.QUEUED, "url": f"/v1/runs/{run_id}"}
+    return {"id": run_id, "status": RunStatus.QUEUED, "url": run_service.run_url(run_id)}
 
 
 def _run_if_ended(session: Session, run_id: str) -> dict[str, Any] | None:
@@ -120,24 +118,11 @@ async def get_run(request: web.Request) -> web.Response:
     return web.json_response(await state.call(_run_body, run_id))
 
 
-def _released_output(session: Session, run_id: str, index: int) -> RunOutput:
-    output = session.scalars(
-        select(RunOutput).where(RunOutput.run_id == run_id, RunOutput.index == index)
-    ).one_or_none()
-    if output is None:
-        run_service.get_run(session, run_id)  # 404 names the run when it is the run that is missing
-        raise NotFound(f"run {run_id} has no output {index}")
-    if not output.released:
-        raise OutputWithheld(withheld_reason(output), details={"verdict": output.verdict,
-                                                               "review": output.review_state})
-    return output
-
-
 @routes.get(f"/v1/runs/{RUN_ID_PATH}/outputs/{{index}}")
 async def get_output(request: web.Request) -> web.Response:
     state = state_of(request)
     index = path_number(request.match_info["index"], "output index", minimum=0)
-    output = await state.call(_released_output, request.match_info["run_id"], index)
+    output = await state.call(run_service.released_output, request.match_info["run_id"], index)
     data = await state.in_thread(state.storage.get, output.storage_key)
     return web.Response(body=data, content_type=output.content_type,
                         headers={"Content-Disposition": f'inline; filename="{output.filename}"',

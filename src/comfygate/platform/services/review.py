@@ -11,7 +11,7 @@ from comfygate.platform.errors import Conflict, NotFound, Unprocessable
 from comfygate.platform.models import ReviewDecision, Run, RunOutput, RunStatus
 from comfygate.platform.services.runs import output_url
 
-__all__ = ["pending_outputs", "review_item", "decide", "DECISIONS"]
+__all__ = ["pending_outputs", "review_item", "get_output", "decide", "DECISIONS"]
 
 DECISIONS = ("approve", "reject")
 
@@ -43,14 +43,20 @@ def review_item(output: RunOutput) -> dict[str, Any]:
     }
 
 
+def get_output(session: Session, output_id: int) -> RunOutput:
+    """Any output, withheld or not: reviewers see what the gate held back."""
+    output = session.get(RunOutput, output_id)
+    if output is None:
+        raise NotFound(f"no output with id {output_id}")
+    return output
+
+
 def decide(session: Session, output_id: int, decision: Any, decided_by: str, note: str | None = None
            ) -> RunOutput:
     if decision not in DECISIONS:
         raise Unprocessable(f"decision must be one of {list(DECISIONS)}, got {decision!r}",
                             details={"field": "decision"})
-    output = session.get(RunOutput, output_id)
-    if output is None:
-        raise NotFound(f"no output with id {output_id}")
+    output = get_output(session, output_id)
     # Conditional update: two reviewers clicking at once cannot both decide.
     state = "approved" if decision == "approve" else "rejected"
     changed = session.execute(

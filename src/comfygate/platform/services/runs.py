@@ -22,7 +22,7 @@ from comfygate.comfy_runtime import (
     bind_inputs,
     validate_prompt,
 )
-from comfygate.platform.errors import Conflict, NotFound, Unprocessable
+from comfygate.platform.errors import Conflict, NotFound, OutputWithheld, Unprocessable
 from comfygate.platform.models import Run, RunOutput, RunStatus, Workflow, WorkflowVersion, new_id, utcnow
 from comfygate.platform.services.uploads import (
     CheckedImage,
@@ -35,7 +35,8 @@ from comfygate.platform.services.workflows import exposed_inputs_of
 from comfygate.platform.storage import Storage
 
 __all__ = ["create_run", "get_run", "run_to_dict", "cancel_run", "claim_run", "heartbeat", "finish_run",
-           "fail_run", "OutputRecord", "ClaimedRun", "output_url"]
+           "fail_run", "OutputRecord", "ClaimedRun", "output_url", "run_url",
+           "released_output", "withheld_reason"]
 
 
 def create_run(session: Session, registry: NodeRegistry, storage: Storage, limits: ImageLimits,
@@ -116,8 +117,12 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat() + "Z"
 
 
+def run_url(run_id: str) -> str:
+    return f"/v1/runs/{run_id}"
+
+
 def output_url(run_id: str, index: int) -> str:
-    return f"/v1/runs/{run_id}/outputs/{index}"
+    return f"{run_url(run_id)}/outputs/{index}"
 
 
 def _output_to_dict(output: RunOutput) -> dict[str, Any]:
@@ -140,6 +145,21 @@ def _output_to_dict(output: RunOutput) -> dict[str, Any]:
     return body
 
 
+def released_output(session: Session, run_id: str, index: int) -> RunOutput:
+    """An output whose bytes the caller may have; OutputWithheld (with the reason) when the gate or a
+    reviewer holds it back."""
+    output = session.scalars(
+        select(RunOutput).where(RunOutput.run_id == run_id, RunOutput.index == index)
+    ).one_or_none()
+    if output is None:
+        get_run(session, run_id)  # 404 names the run when it is the run that is missing
+        raise NotFound(f"run {run_id} has no output {index}")
+    if not output.released:
+        raise OutputWithheld(withheld_reason(output), details={"verdict": output.verdict,
+                                                               "review": output.review_state})
+    return output
+
+
 def withheld_reason(output: RunOutput) -> str:
     reasons = "; ".join(output.verdict.get("reasons", [])) or "failed the quality gate"
     if output.review_state == "rejected":
@@ -151,7 +171,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
         "status": run.status,
-        "url": f"/v1/runs/{run.id}",
+        "url": run_url(run.id),
         "workflow": run.version.workflow.name,
         "version": run.version.number,
         "inputs": run.inputs,
