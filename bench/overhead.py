@@ -338,6 +338,21 @@ class Options:
     baseline_duration: float
 
 
+async def _checked_runs(client: Client, count: int, errors: list[str], label: str = "") -> list[Sample]:
+    """``count`` sequential runs, each checked to have stored the colour sent; failures go to ``errors``."""
+    samples = []
+    for _ in range(count):
+        colour = client.next_colour()
+        try:
+            sample, data = await client.run(colour)
+            _check_colour(data, colour)
+        except (BenchError, aiohttp.ClientError, TimeoutError) as exc:
+            errors.append(f"{label}{type(exc).__name__}: {exc}")
+            continue
+        samples.append(sample)
+    return samples
+
+
 async def measure(base_url: str, key: str, options: Options, pids: Callable[[], dict[str, list[int]]]
                   ) -> tuple[Figures, Figures]:
     timeout = aiohttp.ClientTimeout(total=WAIT_SECONDS + 15)
@@ -348,13 +363,7 @@ async def measure(base_url: str, key: str, options: Options, pids: Callable[[], 
 
         # Warm-up: not counted; also checks end to end that the colour sent is the colour stored.
         errors: list[str] = []
-        for _ in range(options.warmup):
-            colour = client.next_colour()
-            try:
-                _, data = await client.run(colour)
-                _check_colour(data, colour)
-            except (BenchError, aiohttp.ClientError, TimeoutError) as exc:
-                errors.append(f"warm-up: {type(exc).__name__}: {exc}")
+        await _checked_runs(client, options.warmup, errors, "warm-up: ")
 
         # Baseline: a bare HTTP round trip to the same server.
         base_lat = []
@@ -367,16 +376,7 @@ async def measure(base_url: str, key: str, options: Options, pids: Callable[[], 
             options.concurrency, options.baseline_duration, None, client.healthz, baseline.errors)
 
         # Sequential runs. A run that does not end as it must is counted as an error, not as a latency.
-        samples = []
-        for _ in range(options.runs):
-            colour = client.next_colour()
-            try:
-                sample, data = await client.run(colour)
-                _check_colour(data, colour)
-            except (BenchError, aiohttp.ClientError, TimeoutError) as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-                continue
-            samples.append(sample)
+        samples = await _checked_runs(client, options.runs, errors)
         if not samples:
             raise BenchError(f"no sequential run succeeded; first error: {errors[0]}")
         runs = Figures([s.total_s * 1e3 for s in samples], 0, 0.0, errors=errors, samples=samples)
