@@ -38,8 +38,9 @@ def _bool(raw: str) -> bool:
     raise ValueError(f"expected true/false, got {raw!r}")
 
 
-def _csv(raw: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in raw.split(",") if part.strip())
+def _paths(raw: str) -> tuple[Path, ...]:
+    """Comma-separated paths; blanks around commas and empty entries are ignored."""
+    return tuple(Path(part.strip()) for part in raw.split(",") if part.strip())
 
 
 SETTINGS: tuple[SettingSpec, ...] = (
@@ -68,9 +69,14 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("embedded_worker", "COMFYGATE_EMBEDDED_WORKER",
                 "Whether `comfygate serve` also starts a local worker. Default: true with the filesystem "
                 "broker, false otherwise.", _bool),
-    SettingSpec("node_packs", "COMFYGATE_NODE_PACKS",
-                "Comma-separated Python modules with ComfyUI-format NODE_CLASS_MAPPINGS to load after the "
-                "built-in nodes.", _csv),
+    SettingSpec("node_pack_dirs", "COMFYGATE_NODE_PACK_DIRS",
+                "Comma-separated folders laid out like ComfyUI's custom_nodes/ (each *.py file and each package "
+                "folder in them is one node pack), loaded after the built-in nodes. A pack that fails to load "
+                "is skipped and reported (GET /v1/node-packs); a folder that does not exist stops startup.",
+                _paths),
+    SettingSpec("node_cache_entries", "COMFYGATE_NODE_CACHE_ENTRIES",
+                "Node results a worker process keeps between runs, so unchanged nodes (model loaders) are not run "
+                "again. 0 turns the cache off. Default 64.", int),
     SettingSpec("clip_model", "COMFYGATE_CLIP_MODEL",
                 "open_clip model name for the prompt-alignment check (e.g. ViT-B-32). Empty: check not run."),
     SettingSpec("clip_weights", "COMFYGATE_CLIP_WEIGHTS",
@@ -111,7 +117,8 @@ class Settings:
     pool: str = "default"
     worker_concurrency: int = 2
     embedded_worker: bool | None = None
-    node_packs: tuple[str, ...] = field(default_factory=tuple)
+    node_pack_dirs: tuple[Path, ...] = field(default_factory=tuple)
+    node_cache_entries: int = 64
     clip_model: str = ""
     clip_weights: Path | None = None
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -128,6 +135,8 @@ class Settings:
         # Derived defaults depend on data_dir, so they are filled here rather than as field defaults.
         data_dir = Path(self.data_dir).absolute()
         object.__setattr__(self, "data_dir", data_dir)
+        # Absolute, like data_dir: the server and its workers may start from other working directories.
+        object.__setattr__(self, "node_pack_dirs", tuple(Path(p).absolute() for p in self.node_pack_dirs))
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{data_dir / 'comfygate.db'}")
         if not self.broker_url:

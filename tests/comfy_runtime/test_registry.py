@@ -38,12 +38,54 @@ def test_malformed_nodes_are_rejected(pack):
         NodeRegistry().register_pack(pack)
 
 
-def test_load_pack_module_errors():
+class BadInputTypes(NODE_CLASS_MAPPINGS["ImageInvert"]):
+    @classmethod
+    def INPUT_TYPES(cls):
+        raise OSError("models folder is not mounted")
+
+
+class TooManyListFlags(NODE_CLASS_MAPPINGS["ImageInvert"]):
+    OUTPUT_IS_LIST = (True, False)
+
+
+def test_every_problem_of_a_pack_is_named_and_nothing_is_added():
+    registry = create_registry()
+    with pytest.raises(NodePackError) as caught:
+        registry.register_pack({"Fine": NODE_CLASS_MAPPINGS["ImageInvert"], "Broken": BadInputTypes,
+                                "Lists": TooManyListFlags, "SaveImage": NODE_CLASS_MAPPINGS["SaveImage"]},
+                               source="tests")
+    message = str(caught.value)
+    assert message.startswith("pack 'tests': ")
+    assert "node 'Broken': INPUT_TYPES() raised OSError: models folder is not mounted" in message
+    assert "node 'Lists': OUTPUT_IS_LIST must be" in message
+    assert "'SaveImage' is already registered by 'builtin'" in message
+    assert "Fine" not in registry
+
+
+class ListIn(NODE_CLASS_MAPPINGS["ImageInvert"]):
+    INPUT_IS_LIST = True
+
+
+class ListOut(NODE_CLASS_MAPPINGS["ImageInvert"]):
+    OUTPUT_IS_LIST = (True,)
+    RETURN_NAMES = ("images",)
+
+
+def test_list_nodes_register_and_object_info_shows_output_is_list():
     registry = NodeRegistry()
-    with pytest.raises(NodePackError, match="cannot be imported"):
-        registry.load_pack_module("comfygate_no_such_pack")
-    with pytest.raises(NodePackError, match="NODE_CLASS_MAPPINGS"):
-        registry.load_pack_module("json")
+    registry.register_pack({"ListIn": ListIn, "ListOut": ListOut}, display_names={"ListOut": "List out"},
+                           source="tests")
+    assert registry.object_info("ListIn")["output_is_list"] == [False]
+    out = registry.object_info("ListOut")
+    assert (out["output_is_list"], out["output_name"], out["display_name"]) == ([True], ["images"], "List out")
+    assert registry.schemas()["ListOut"].output_is_list == (True,)
+
+
+def test_the_builtin_pack_is_reported_like_any_other():
+    (builtin,) = create_registry().pack_reports
+    assert (builtin.name, builtin.loaded, builtin.error) == ("builtin", True, "")
+    assert sorted(builtin.node_types) == sorted(BUILTINS)
+    assert builtin.path.endswith("comfy_runtime/nodes")
 
 
 def test_importing_the_runtime_does_not_import_torch():

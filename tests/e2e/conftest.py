@@ -3,13 +3,12 @@
 ``production`` (module scope) starts stacks shaped like a production install: PostgreSQL (a fresh database),
 Redis as the Celery broker, outputs on the loopback S3 server, ``comfygate serve --no-worker`` and separate
 ``comfygate worker`` processes. ``embedded`` starts the zero-setup default (SQLite, filesystem broker, local
-files, ``comfygate serve --worker``). Both load the test node pack ``tests/nodepacks/slow_nodes.py`` and use
-a fast watchdog, so a killed worker is noticed within seconds.
+files, ``comfygate serve --worker``). Both load the test node packs of ``tests/nodepacks/`` (``slow_nodes.py``
+among them) and use a fast watchdog, so a killed worker is noticed within seconds.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -45,8 +44,7 @@ def production(postgres_server: str, redis_url: str, s3_server: str, aws_test_en
             "COMFYGATE_BROKER_URL": redis_url,
             "COMFYGATE_STORAGE_URL": f"s3://{bucket}/comfygate",
             "COMFYGATE_S3_ENDPOINT_URL": s3_server,
-            "COMFYGATE_NODE_PACKS": "slow_nodes",
-            "PYTHONPATH": os.pathsep.join([str(NODE_PACKS_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            "COMFYGATE_NODE_PACK_DIRS": str(NODE_PACKS_DIR),
             **FAST_WATCHDOG,
             **env,
         })
@@ -68,8 +66,7 @@ def production(postgres_server: str, redis_url: str, s3_server: str, aws_test_en
 def embedded(tmp_path: Path) -> Iterator[Stack]:
     """The zero-setup default: ``comfygate serve`` with its supervised local worker, SQLite, files on disk."""
     deployment = Deployment(tmp_path / "data", env_overrides={
-        "COMFYGATE_NODE_PACKS": "slow_nodes",
-        "PYTHONPATH": os.pathsep.join([str(NODE_PACKS_DIR), *filter(None, [os.environ.get("PYTHONPATH")])]),
+        "COMFYGATE_NODE_PACK_DIRS": str(NODE_PACKS_DIR),
         **FAST_WATCHDOG,
     })
     stack = Stack(deployment, f"sqlite:///{deployment.data_dir / 'comfygate.db'}")

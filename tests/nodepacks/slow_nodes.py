@@ -1,15 +1,22 @@
 """A test node pack in ComfyUI's format: a node that takes its time, so tests can act on a run mid-flight.
 
-Loaded by the e2e tests with ``COMFYGATE_NODE_PACKS=slow_nodes`` and this folder on ``PYTHONPATH``.
+Loaded by the e2e tests with ``COMFYGATE_NODE_PACK_DIRS`` naming this folder.
 """
 
 from __future__ import annotations
 
 import threading
 
+from comfygate.comfy_runtime.progress import ProgressBar
+
+STEP_SECONDS = 0.05
+
 
 class SlowPassImage:
-    """Waits ``seconds``, then passes its image through unchanged."""
+    """Waits ``seconds`` in short steps, reporting each like a sampler, then passes its image through unchanged.
+
+    Reporting progress is what lets a cancel stop it mid-way, as it stops a sampler at its next step.
+    """
 
     CATEGORY = "testing"
     DESCRIPTION = "Passes the image through after a delay (tests only)."
@@ -26,8 +33,12 @@ class SlowPassImage:
         }
 
     def pass_through(self, image, seconds: float):
-        # An Event wait, not time.sleep: the same blocking, but the idiom the project uses for pauses.
-        threading.Event().wait(seconds)
+        steps = max(1, round(seconds / STEP_SECONDS))
+        progress = ProgressBar(steps)
+        pause = threading.Event()  # an Event wait: the same blocking as sleep, the idiom the project uses
+        for _ in range(steps):
+            pause.wait(seconds / steps)
+            progress.update(1)
         return (image,)
 
 

@@ -7,11 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from live_server import Server, running_server
 from sqlalchemy.orm import Session, sessionmaker
 
 from comfygate.comfy_runtime import NodeRegistry, create_registry
 from comfygate.platform.db import make_engine, make_session_factory
 from comfygate.platform.migrate import upgrade
+from comfygate.settings import Settings
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"
 
@@ -44,3 +46,10 @@ def card_workflow() -> dict:
 @pytest.fixture
 def blank_workflow() -> dict:
     return json.loads((WORKFLOWS / "blank.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    settings = Settings(data_dir=tmp_path_factory.mktemp("api"), max_upload_bytes=200_000, watchdog_seconds=60)
+    with running_server(settings) as running:
+        yield running

@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -29,11 +30,11 @@ def test_production_settings_come_from_the_environment(tmp_path):
         "COMFYGATE_BROKER_URL": "redis://127.0.0.1:6379/0",
         "COMFYGATE_STORAGE_URL": "s3://bucket/prefix",
         "COMFYGATE_PORT": "9000",
-        "COMFYGATE_NODE_PACKS": "a.b, c",
+        "COMFYGATE_NODE_PACK_DIRS": "/opt/comfy/custom_nodes, packs,,",
     })
     assert settings.embedded_worker is False
     assert settings.port == 9000
-    assert settings.node_packs == ("a.b", "c")
+    assert settings.node_pack_dirs == (Path("/opt/comfy/custom_nodes"), Path.cwd() / "packs")
     assert settings.queue_name == "pool.default"
 
 

@@ -1,36 +1,77 @@
-"""Node registry: the node classes a runtime may execute, registered pack by pack."""
+"""Node registry: the node classes a runtime may execute, registered pack by pack.
+
+The built-in pack and third-party packs (folders in ComfyUI's custom-node format, see :mod:`.nodepacks`)
+register through the same path. A third-party pack that cannot be loaded is skipped and reported in
+``NodeRegistry.pack_reports``; it never stops the registry from being built.
+"""
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from .errors import NodePackError
+from .errors import NodePackError, NodeSchemaError
+from .nodepacks import PackReport, find_packs, forget_pack, import_pack, pack_name, read_pack
+from .schemas import NodeSchema, NodeSchemas
 from .specs import jsonable
 
 __all__ = ["BUILTIN_PACK", "NodeRegistry", "create_registry"]
 
+log = logging.getLogger(__name__)
+
 BUILTIN_PACK = "comfygate.comfy_runtime.nodes"
+BUILTIN_DIR = Path(__file__).with_name("nodes")
 
 
-def _check_node_class(class_type: str, cls: object) -> None:
-    """NodePackError unless ``cls`` follows ComfyUI's node-class interface well enough to run here."""
-    where = f"node {class_type!r}"
+def _object_info(class_type: str, cls: Any, display_name: str, source: str) -> dict[str, Any]:
+    declared = cls.INPUT_TYPES()
+    return_types = list(cls.RETURN_TYPES)
+    return {
+        "input": jsonable(declared),
+        "input_order": {section: list(entries) for section, entries in declared.items()},
+        "output": return_types,
+        "output_is_list": list(getattr(cls, "OUTPUT_IS_LIST", None) or [False] * len(return_types)),
+        "output_name": list(getattr(cls, "RETURN_NAMES", None) or return_types),
+        "name": class_type,
+        "display_name": display_name,
+        "description": getattr(cls, "DESCRIPTION", ""),
+        "python_module": source,
+        "category": getattr(cls, "CATEGORY", ""),
+        "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+    }
+
+
+def _node_class_problem(class_type: object, cls: object) -> str | None:
+    """Why ``cls`` cannot run here as ``class_type`` (ComfyUI's node-class interface), or None."""
     if not isinstance(class_type, str) or not class_type:
-        raise NodePackError(f"class_type {class_type!r} must be a non-empty string")
+        return f"class_type {class_type!r} must be a non-empty string"
+    where = f"node {class_type!r}"
     if not isinstance(cls, type):
-        raise NodePackError(f"{where}: mapping value must be a class, got {type(cls).__name__}")
+        return f"{where}: mapping value must be a class, got {type(cls).__name__}"
     if not callable(getattr(cls, "INPUT_TYPES", None)):
-        raise NodePackError(f"{where}: INPUT_TYPES classmethod is missing")
-    if not isinstance(getattr(cls, "RETURN_TYPES", None), tuple | list):
-        raise NodePackError(f"{where}: RETURN_TYPES must be a tuple")
+        return f"{where}: INPUT_TYPES classmethod is missing"
+    return_types = getattr(cls, "RETURN_TYPES", None)
+    if not isinstance(return_types, tuple | list):
+        return f"{where}: RETURN_TYPES must be a tuple"
     function = getattr(cls, "FUNCTION", None)
     if not isinstance(function, str) or not callable(getattr(cls, function, None)):
-        raise NodePackError(f"{where}: FUNCTION must name a method of the class")
-    # List mode changes how inputs are batched; this executor runs one call per node and would be wrong.
-    if getattr(cls, "INPUT_IS_LIST", False) or any(getattr(cls, "OUTPUT_IS_LIST", ())):
-        raise NodePackError(f"{where}: INPUT_IS_LIST / OUTPUT_IS_LIST nodes are not supported")
+        return f"{where}: FUNCTION must name a method of the class"
+    output_is_list = getattr(cls, "OUTPUT_IS_LIST", None)
+    if output_is_list is not None and (not isinstance(output_is_list, tuple | list)
+                                       or len(output_is_list) > len(return_types)):
+        return f"{where}: OUTPUT_IS_LIST must be a tuple of booleans, one per RETURN_TYPES entry"
+    try:  # the schema is what validation and /object_info read: it must be buildable now, not at first use
+        NodeSchema.from_object_info(class_type, _object_info(class_type, cls, class_type, ""))
+    except NodeSchemaError as exc:
+        return str(exc)
+    except Exception as exc:  # third-party INPUT_TYPES(): any failure makes the node unusable
+        return f"{where}: INPUT_TYPES() raised {type(exc).__name__}: {exc}"
+    return None
 
 
 class NodeRegistry:
@@ -40,6 +81,8 @@ class NodeRegistry:
         self._classes: dict[str, type] = {}
         self._display_names: dict[str, str] = {}
         self._sources: dict[str, str] = {}
+        self._reports: list[PackReport] = []
+        self._schemas: NodeSchemas | None = None  # built on first use, dropped when a pack is added
 
     def register_pack(
         self,
@@ -48,35 +91,58 @@ class NodeRegistry:
         display_names: Mapping[str, str] | None = None,
         source: str = "builtin",
     ) -> None:
-        """Add every node of a pack, or none of them when one is malformed or already registered."""
-        if not isinstance(mappings, Mapping):
-            raise NodePackError(f"pack {source!r}: NODE_CLASS_MAPPINGS must be a mapping")
-        for class_type, cls in mappings.items():
-            _check_node_class(class_type, cls)
-            if class_type in self._classes:
-                raise NodePackError(
-                    f"pack {source!r}: class_type {class_type!r} is already registered by "
-                    f"{self._sources[class_type]!r}"
-                )
+        """Add every node of a pack, or none of them when one is malformed or already registered
+        (NodePackError lists every problem)."""
+        problems = self._problems(mappings)
+        if problems:
+            raise NodePackError(f"pack {source!r}: " + "; ".join(problems))
+        self._add_checked(mappings, display_names or {}, source)
+
+    def _add_checked(self, mappings: Mapping[str, type], display_names: Mapping[str, str], source: str) -> None:
         for class_type, cls in mappings.items():
             self._classes[class_type] = cls
             self._sources[class_type] = source
-            self._display_names[class_type] = (display_names or {}).get(class_type, class_type)
+            self._display_names[class_type] = display_names.get(class_type, class_type)
+        self._schemas = None
 
-    def load_pack_module(self, module_name: str, *, source: str | None = None) -> None:
-        """Import ``module_name`` and register its NODE_CLASS_MAPPINGS (and NODE_DISPLAY_NAME_MAPPINGS)."""
+    def _problems(self, mappings: Mapping[str, type]) -> list[str]:
+        """Every reason the pack cannot be added as a whole: malformed nodes, class_types already taken."""
+        if not isinstance(mappings, Mapping):
+            return ["NODE_CLASS_MAPPINGS must be a mapping"]
+        problems = [p for class_type, cls in mappings.items() if (p := _node_class_problem(class_type, cls))]
+        return problems + [f"class_type {class_type!r} is already registered by {self._sources[class_type]!r}"
+                           for class_type in mappings if class_type in self._classes]
+
+    def load_pack(self, path: Path) -> PackReport:
+        """Import one custom-node pack (a ``.py`` file or a package folder) and register its nodes.
+
+        A pack that fails to import, offers malformed nodes or clashes with a registered class_type is
+        skipped: the report says why, a warning is logged, nothing is raised."""
+        name = pack_name(path)
+        report = self._add_pack(name, path, f"custom_nodes.{name}", lambda: import_pack(path))
+        if not report.loaded:
+            forget_pack(path)
+        return report
+
+    def _add_pack(self, name: str, path: Path, source: str, load: Callable[[], ModuleType]) -> PackReport:
         try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise NodePackError(f"node pack {module_name!r} cannot be imported: {exc}") from exc
-        mappings = getattr(module, "NODE_CLASS_MAPPINGS", None)
-        if mappings is None:
-            raise NodePackError(f"node pack {module_name!r} has no NODE_CLASS_MAPPINGS")
-        self.register_pack(
-            mappings,
-            display_names=getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", None),
-            source=source or module_name,
-        )
+            nodes = read_pack(load())
+            problems = self._problems(nodes.classes)
+            if problems:  # the report names the pack already
+                raise NodePackError("; ".join(problems))
+            self._add_checked(nodes.classes, nodes.display_names, source)
+        except NodePackError as exc:
+            report = PackReport(name, str(path), loaded=False, error=str(exc))
+            log.warning("node pack %r (%s) skipped: %s", name, path, exc)
+        else:
+            report = PackReport(name, str(path), loaded=True, node_types=tuple(nodes.classes))
+        self._reports.append(report)
+        return report
+
+    @property
+    def pack_reports(self) -> tuple[PackReport, ...]:
+        """One report per pack, built-in first, in load order."""
+        return tuple(self._reports)
 
     def get(self, class_type: str) -> type | None:
         return self._classes.get(class_type)
@@ -89,28 +155,28 @@ class NodeRegistry:
 
     def object_info(self, class_type: str) -> dict[str, Any]:
         """One node's entry of ComfyUI's ``GET /object_info``; KeyError for an unknown class_type."""
-        cls = self._classes[class_type]
-        declared = cls.INPUT_TYPES()
-        return_types = list(cls.RETURN_TYPES)
-        return {
-            "input": jsonable(declared),
-            "input_order": {section: list(entries) for section, entries in declared.items()},
-            "output": return_types,
-            "output_is_list": [False] * len(return_types),
-            "output_name": list(getattr(cls, "RETURN_NAMES", None) or return_types),
-            "name": class_type,
-            "display_name": self._display_names[class_type],
-            "description": getattr(cls, "DESCRIPTION", ""),
-            "python_module": self._sources[class_type],
-            "category": getattr(cls, "CATEGORY", ""),
-            "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
-        }
+        return _object_info(class_type, self._classes[class_type], self._display_names[class_type],
+                            self._sources[class_type])
+
+    def schemas(self) -> NodeSchemas:
+        """Every registered node's schema, as validation and UI-format conversion read them."""
+        if self._schemas is None:
+            self._schemas = NodeSchemas.from_object_info(
+                {name: self.object_info(name) for name in self._classes}, source="this runtime")
+        return self._schemas
 
 
-def create_registry(node_packs: Sequence[str] = ()) -> NodeRegistry:
-    """A fresh registry holding the built-in pack, then each named pack module in order."""
+def create_registry(node_pack_dirs: Sequence[str | os.PathLike[str]] = ()) -> NodeRegistry:
+    """A fresh registry: the built-in pack, then every pack in each folder (laid out like ComfyUI's
+    ``custom_nodes/``) in order. Failing packs are skipped and reported in ``pack_reports``; a folder that
+    does not exist is a configuration error (NodePackError) found before any pack is imported."""
+    if isinstance(node_pack_dirs, str | os.PathLike):
+        raise TypeError("node_pack_dirs must be a sequence of folders, not one path")
+    packs = [path for folder in node_pack_dirs for path in find_packs(Path(folder).absolute())]
     registry = NodeRegistry()
-    registry.load_pack_module(BUILTIN_PACK, source="builtin")
-    for module_name in node_packs:
-        registry.load_pack_module(module_name)
+    builtin = registry._add_pack("builtin", BUILTIN_DIR, "builtin", lambda: importlib.import_module(BUILTIN_PACK))
+    if not builtin.loaded:
+        raise NodePackError(f"the built-in node pack cannot be registered: {builtin.error}")
+    for path in packs:
+        registry.load_pack(path)
     return registry

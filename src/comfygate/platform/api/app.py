@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from comfygate.comfy_runtime import NodeRegistry, create_registry
-from comfygate.platform.api import review, runs, ui, workflows
+from comfygate.platform.api import nodes, review, runs, ui, workflows
 from comfygate.platform.api.auth import auth_middleware
 from comfygate.platform.api.context import STATE, AppState
 from comfygate.platform.api.errors import error_middleware
@@ -51,7 +51,7 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
         state = AppState(
             settings=settings,
             sessions=make_session_factory(engine),
-            registry=registry or create_registry(settings.node_packs),
+            registry=registry or create_registry(settings.node_pack_dirs),
             storage=open_storage(settings.storage_url, settings.s3_endpoint_url),
             dispatcher=Dispatcher(celery, settings.queue_name),
             waiters=RunWaiters(),
@@ -77,6 +77,7 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
     app.router.add_routes(workflows.routes)
     app.router.add_routes(runs.routes)
     app.router.add_routes(review.routes)
+    app.router.add_routes(nodes.routes)
     ui.setup(app)
     return app
 
