@@ -12,5 +12,8 @@ __all__ = ["RunContext"]
 @dataclass
 class RunContext:
     input_dir: Path  # LoadImage resolves names here, never outside it
-    on_event: Callable[[dict], None] | None = None  # {"type": "executing", "node": id}; node None when done
-    should_cancel: Callable[[], bool] | None = None  # polled between nodes -> RunCanceled
+    # One dict per event ({"type": "executing", "node": "3", ...}); names and fields in events.py.
+    on_event: Callable[[dict], None] | None = None
+    # Polled before each node and at each report_progress() of a running node -> RunCanceled.
+    should_cancel: Callable[[], bool] | None = None
+    run_id: str | None = None  # sent as "prompt_id" in every event

@@ -12,8 +12,8 @@ __all__ = ["OutputImage", "RunResult"]
 @dataclass
 class OutputImage:
     index: int  # position among all images of the run, in execution order
-    node_id: str
-    class_type: str
+    node_id: str  # the prompt node it came from (for a node an expansion added: the node that expanded)
+    class_type: str  # class of the node that made the image
     filename_prefix: str
     png: bytes
     width: int
@@ -25,4 +25,5 @@ class OutputImage:
 class RunResult:
     outputs: list[OutputImage]
     execute_ms: float
-    node_ms: dict[str, float]
+    node_ms: dict[str, float]  # nodes that ran (expanded nodes under their own ids), in order; cached ones absent
+    cached_nodes: list[str] = field(default_factory=list)  # nodes whose outputs came from the cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from PIL import Image, ImageOps
 
 from ..paths import resolve_inside, unsafe_name_reason
 
+HASH_CHUNK_BYTES = 1 << 20
 PNG_COMPRESS_LEVEL = 4  # zlib level: close to the smallest files at a fraction of level 9's time
 
 
@@ -24,6 +26,18 @@ class LoadImage:
         # The choices are files of the run's input folder, known only per run: the list stays empty and
         # validation checks the name's safety instead. INPUT_DIR is comfygate's hidden input for that folder.
         return {"required": {"image": ([], {"image_upload": True})}, "hidden": {"input_dir": "INPUT_DIR"}}
+
+    @classmethod
+    def IS_CHANGED(cls, image: str, input_dir: Path):
+        """The file's SHA-256: the executor re-runs the node when the file's bytes change, not its folder."""
+        path = resolve_inside(Path(input_dir), image)
+        if not path.is_file():
+            return float("nan")  # always run: the node itself reports the missing file
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            for chunk in iter(lambda: file.read(HASH_CHUNK_BYTES), b""):
+                digest.update(chunk)
+        return digest.hexdigest()
 
     def load_image(self, image: str, input_dir: Path):
         path = resolve_inside(Path(input_dir), image)  # checked again here: validation may have been skipped
@@ -89,6 +103,8 @@ class SaveImage:
 
     @classmethod
     def VALIDATE_INPUTS(cls, filename_prefix):
+        if filename_prefix is None:  # linked: the value is known only when the node runs, and checked then
+            return True
         return _prefix_problem(filename_prefix) or True
 
     def save_images(self, images: torch.Tensor, filename_prefix: str = "ComfyUI"):
