@@ -1,4 +1,4 @@
-"""Command line: serve | worker | db upgrade | keys create | workflows push | run | settings."""
+"""Command line: serve | worker | db upgrade | keys create|revoke | workflows push|convert|validate | run | settings."""
 
 from __future__ import annotations
 
@@ -92,6 +92,45 @@ def _workflows_push(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if status in (200, 201) else 1
 
 
+def _offline_schemas(settings: Settings, object_info: str | None) -> Any:
+    """Node schemas for convert/validate: another server's /object_info (file or URL), else the local runtime."""
+    from comfygate.comfy_runtime import create_registry, load_object_info
+
+    return load_object_info(object_info) if object_info else create_registry(settings.node_pack_dirs)
+
+
+def _check_workflow_file(settings: Settings, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """(loaded workflow or None, ComfyUI-shaped error body or {}) for convert and validate."""
+    from comfygate.comfy_runtime import ComfyRuntimeError, WorkflowInvalid, load_valid_workflow
+
+    document = _read_json_file(args.file, "workflow")
+    try:
+        return load_valid_workflow(document, _offline_schemas(settings, args.object_info)), {}
+    except WorkflowInvalid as exc:
+        return None, exc.to_dict()
+    except ComfyRuntimeError as exc:  # a malformed document or object_info: ComfyUI's invalid_prompt shape
+        return None, {"error": {"type": "invalid_prompt", "message": str(exc), "details": "", "extra_info": {}},
+                      "node_errors": {}}
+
+
+def _workflows_convert(settings: Settings, args: argparse.Namespace) -> int:
+    loaded, error = _check_workflow_file(settings, args)
+    if loaded is None:
+        print(json.dumps(error, indent=2), file=sys.stderr)
+        return 1
+    print(json.dumps(loaded.prompt, indent=2))
+    return 0
+
+
+def _workflows_validate(settings: Settings, args: argparse.Namespace) -> int:
+    loaded, error = _check_workflow_file(settings, args)
+    if loaded is None:
+        print(json.dumps({"valid": False, **error}, indent=2))
+        return 1
+    print(json.dumps({"valid": True, "source_format": loaded.source_format, "node_errors": {}}, indent=2))
+    return 0
+
+
 def _parse_input(pair: str) -> tuple[str, Any]:
     """k=v: v as JSON when it parses (numbers, booleans), else a string; k=@file sends a file as base64."""
     name, sep, raw = pair.partition("=")
@@ -167,13 +206,26 @@ def _parser() -> argparse.ArgumentParser:
 
     wf = sub.add_parser("workflows", help="workflows")
     wf_sub = wf.add_subparsers(dest="workflows_command", required=True)
-    push = wf_sub.add_parser("push", help="upload an API-format workflow as a new version")
+    push = wf_sub.add_parser("push", help="upload a workflow (API or UI format) as a new version")
     push.add_argument("file")
     push.add_argument("--name", required=True)
     push.add_argument("--inputs", help="JSON file naming the exposed inputs")
     push.add_argument("--policy", help="JSON file with the quality-gate policy")
     client_options(push)
     push.set_defaults(handler=_workflows_push)
+
+    def offline_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("file", help="workflow JSON, API or UI format")
+        p.add_argument("--object-info", dest="object_info", metavar="FILE_OR_URL",
+                       help="node schemas of another runtime: an /object_info JSON file or a server URL "
+                            "(default: this install's nodes and node packs)")
+
+    convert = wf_sub.add_parser("convert", help="print the API-format prompt of a workflow (errors: exit 1)")
+    offline_options(convert)
+    convert.set_defaults(handler=_workflows_convert)
+    validate = wf_sub.add_parser("validate", help="print the validation verdict as JSON (exit 0 valid, 1 invalid)")
+    offline_options(validate)
+    validate.set_defaults(handler=_workflows_validate)
 
     run = sub.add_parser("run", help="run a workflow")
     run.add_argument("name")

@@ -34,7 +34,12 @@ def test_rejections_say_what_and_where(data, match):
         parse_workflow(data)
 
 
-def test_ui_format_is_rejected_with_a_hint():
+def test_parse_workflow_sends_ui_documents_to_load_workflow():
     ui_export = {"last_node_id": 2, "nodes": [{"id": 1, "type": "EmptyImage"}], "links": [], "version": 0.4}
-    with pytest.raises(WorkflowFormatError, match=r"UI format is not supported.*Export \(API\)"):
+    with pytest.raises(WorkflowFormatError, match=r"UI-format workflow.*load_workflow"):
         parse_workflow(ui_export)
+
+
+def test_a_comfyui_prompt_request_body_gets_a_hint():
+    with pytest.raises(WorkflowFormatError, match=r"body of a ComfyUI /prompt request"):
+        parse_workflow({"prompt": {"1": {"class_type": "EmptyImage", "inputs": {}}}, "client_id": "x"})

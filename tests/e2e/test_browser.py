@@ -100,8 +100,8 @@ def test_upload_in_page_and_approve_rejected_output(page, deployment: Deployment
     assert page.url == deployment.base_url + "/"
     assert page.locator("h1").first.inner_text() == "Upload a workflow"
 
-    # Upload a workflow through the file input.
-    response = _upload(page, "gradient-card", file=REPO_ROOT / "workflows" / "gradient_card.json")
+    # Upload a workflow through the file input, as the ComfyUI editor saved it (UI format).
+    response = _upload(page, "gradient-card", file=REPO_ROOT / "workflows" / "gradient_card.ui.json")
     assert response is not None and response.status == 201
     result = page.locator("#upload-result")
     assert "gradient-card — version 1" in result.locator("h1").inner_text()
@@ -117,6 +117,10 @@ def test_upload_in_page_and_approve_rejected_output(page, deployment: Deployment
     page.goto("/")
     listed = page.locator("table tr td:first-child").all_inner_texts()
     assert sorted(listed) == ["blank", "gradient-card"]
+
+    # The converted UI export runs like its API export.
+    card_run = deployment.post("/v1/workflows/gradient-card/runs?wait=60", {"inputs": {}})
+    assert card_run.status_code == 200 and card_run.json()["status"] == "succeeded", card_run.text
 
     # Over the REST API: run the blank workflow; the sentinel rejects it and withholds the output.
     run = deployment.post("/v1/workflows/blank/runs?wait=60", {"inputs": {}})

@@ -137,7 +137,7 @@ def test_invalid_workflow_gets_node_errors(stack: Stack, workflow: dict[str, Any
 def test_unknown_node_and_malformed_uploads_are_client_errors(stack: Stack) -> None:
     unknown = _card_with(**{"5": {"class_type": "KSamplerTurbo", "inputs": {"value": 1}}})
     error = assert_error(stack.push("broken", unknown), 422)
-    assert "KSamplerTurbo" in error["message"] and "'5'" in error["message"], error
+    assert "KSamplerTurbo" in error["message"] and "#5" in error["message"], error
 
     for not_nodes in ([1, 2, 3], {"1": "EmptyImage"}, "EmptyImage", {"1": {"inputs": {}}}):
         error = assert_error(stack.push("broken", not_nodes), 422)
@@ -393,7 +393,8 @@ def test_image_input_as_base64_and_as_multipart_upload(stack: Stack) -> None:
 
 def test_cancel_a_queued_and_a_running_run(stack: Stack) -> None:
     slow = stack.push_ok("slow", slow_workflow(), SLOW_INPUTS)
-    running_id = stack.submit("slow", {"seconds": 2.0})
+    # 60 s inside one node: only a cancel at the node's next progress step can end it within the wait below.
+    running_id = stack.submit("slow", {"seconds": 60.0})
     stack.wait_status(running_id, ("running",), timeout=20)
     # The only worker slot is busy, so this one waits in the queue.
     queued_id = stack.submit("slow", {"seconds": 0.1})
@@ -409,6 +410,7 @@ def test_cancel_a_queued_and_a_running_run(stack: Stack) -> None:
     assert run["status"] == "canceled", stack.explain(run)
     assert "cancel" in run["error"]["message"]
     assert run["outputs"] == []
+    assert run["error"].get("node_id") == "5", run["error"]  # stopped inside SlowPassImage, not after it
     assert_error(stack.post(f"/v1/runs/{running_id}/cancel", {}), 409)
 
     # The canceled queued run never runs, even though its task is still in the broker.

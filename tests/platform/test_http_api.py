@@ -2,71 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import requests
-from aiohttp import web
-
-from comfygate.platform.api.app import create_app
-from comfygate.platform.db import make_engine, make_session_factory, session_scope
-from comfygate.platform.migrate import upgrade
-from comfygate.platform.services import accounts
-from comfygate.settings import Settings
 
 CARD = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "gradient_card.json").read_text())
-
-
-@dataclass
-class Server:
-    url: str
-    admin_key: str
-    user_key: str
-
-    def call(self, method: str, path: str, key: str | None = "admin", **kwargs: object) -> requests.Response:
-        headers = {}
-        if key:
-            headers["Authorization"] = f"Bearer {self.admin_key if key == 'admin' else self.user_key}"
-        return requests.request(method, self.url + path, headers=headers, timeout=30, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    data_dir = tmp_path_factory.mktemp("api")
-    settings = Settings(data_dir=data_dir, max_upload_bytes=200_000, watchdog_seconds=60)
-    upgrade(settings.database_url)
-    engine = make_engine(settings.database_url)
-    with session_scope(make_session_factory(engine)) as session:
-        admin = accounts.create_api_key(session, "admin", is_admin=True).secret
-        user = accounts.create_api_key(session, "user").secret
-    engine.dispose()
-
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(create_app(settings))
-    started = threading.Event()
-    port: list[int] = []
-
-    def serve() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        port.append(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
-        started.set()
-        loop.run_forever()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert started.wait(60), "server did not start"
-    yield Server(f"http://127.0.0.1:{port[0]}", admin, user)
-    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(30)
 
 
 def error_of(response: requests.Response) -> dict:
@@ -188,3 +130,42 @@ def test_a_nul_in_the_login_name_is_just_a_wrong_login(server):
     response = requests.post(server.url + "/login", data={"username": "a\x00", "password": "b"}, timeout=10,
                              allow_redirects=False)
     assert response.status_code == 401
+
+
+CARD_UI = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "gradient_card.ui.json").read_text())
+
+
+def test_a_ui_export_uploads_converted_and_keeps_the_document(server):
+    created = server.call("POST", "/v1/workflows", json={"name": "card-ui", "workflow": CARD_UI})
+    assert created.status_code in (200, 201), created.text
+    summary = created.json()
+    assert summary["source_format"] == "ui"
+    version = server.call("GET", f"/v1/workflows/card-ui/versions/{summary['version']}").json()
+    assert version["graph"] == CARD  # the editor's save runs exactly what Export (API) wrote
+    source = server.call("GET", version["source_url"])
+    assert source.status_code == 200 and source.json() == CARD_UI
+
+
+def test_a_ui_export_of_an_uploaded_api_workflow_is_the_same_version(server):
+    api = server.call("POST", "/v1/workflows", json={"name": "card-both", "workflow": CARD})
+    ui = server.call("POST", "/v1/workflows", json={"name": "card-both", "workflow": CARD_UI})
+    assert ui.status_code == 200 and ui.json()["version"] == api.json()["version"]
+
+
+@pytest.mark.parametrize("as_ui", [False, True], ids=["api", "ui"])
+def test_every_missing_node_type_is_listed_at_upload(server, as_ui):
+    if as_ui:
+        workflow = json.loads(json.dumps(CARD_UI))
+        by_id = {n["id"]: n for n in workflow["nodes"]}
+        by_id[7]["type"], by_id[6]["type"] = "FancyUpscaler", "MagicComposite"
+    else:
+        workflow = json.loads(json.dumps(CARD))
+        workflow["7"]["class_type"], workflow["6"]["class_type"] = "FancyUpscaler", "MagicComposite"
+    response = server.call("POST", "/v1/workflows", json={"name": "needs-packs", "workflow": workflow})
+    assert response.status_code == 422
+    error = error_of(response)
+    assert "FancyUpscaler" in error["message"] and "MagicComposite" in error["message"]
+    extra = error["details"]["error"]["extra_info"]
+    assert extra["missing_node_types"] == ["FancyUpscaler", "MagicComposite"]
+    assert extra["nodes"] == {"FancyUpscaler": ["7"], "MagicComposite": ["6"]}
+    assert server.call("GET", "/v1/workflows/needs-packs").status_code == 404  # nothing stored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -17,6 +18,7 @@ from comfygate.platform.worker import RunProcessor
 from comfygate.settings import Settings
 
 RED = 0xFF0000
+NODE_PACKS = Path(__file__).resolve().parents[1] / "nodepacks"  # CaptionedImage comes from caption_nodes.py
 
 CAPTIONED = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": RED}},
@@ -32,7 +34,7 @@ ALIGNMENT_ONLY = {
 
 def make_processor(tmp_path, database_url, **settings_changes) -> RunProcessor:
     settings = Settings(data_dir=tmp_path / "data", database_url=database_url, heartbeat_seconds=0.2,
-                        node_packs=("caption_nodes",), **settings_changes)
+                        node_pack_dirs=(NODE_PACKS,), **settings_changes)
     upgrade(settings.database_url)
     return RunProcessor(settings)
 
@@ -132,3 +134,21 @@ def test_a_loadimage_file_never_uploaded_fails_naming_the_node_not_as_an_interna
     error = run_body(processor, run_id)["error"]
     assert (error["node_id"], error["node_type"]) == ("1", "LoadImage")
     assert "my photo.png" in error["message"]
+
+
+def test_a_second_run_reuses_the_unchanged_nodes_and_times_each_node(tmp_path, database_url, card_workflow):
+    processor = make_processor(tmp_path, database_url)
+    spec = {"blur": {"node": "7", "input": "blur_radius"}}
+    first = submit(processor, "card", card_workflow, {"blur": 6}, spec)
+    second = submit(processor, "card", card_workflow, {"blur": 2}, spec)
+    for run_id in (first, second):
+        assert processor.process(run_id, 1) == RunStatus.SUCCEEDED
+
+    first_timings, second_timings = (run_body(processor, r)["timings"] for r in (first, second))
+    assert first_timings["cached_nodes"] == []
+    assert set(first_timings["node_ms"]) == {str(n) for n in range(1, 9)}
+    # Only the blur and what follows it ran again; the card under it came from the worker's cache.
+    assert second_timings["cached_nodes"] == ["1", "2", "3", "4", "5", "6"]
+    assert set(second_timings["node_ms"]) == {"7", "8"}
+    a, b = (processor.storage.get(f"runs/{r}/1-0.png") for r in (first, second))
+    assert a != b  # a different blur really ran

@@ -1,6 +1,7 @@
-"""comfygate's workflow runtime: formats, validation, exposed inputs, node registry and executor.
+"""comfygate's workflow runtime: formats (API and UI), node schemas, validation, exposed inputs, node registry
+and node packs, and the executor with its node cache.
 
-A library: no web server, database or task queue here; torch is imported by node packs only.
+A library: no web server, database or task queue here; torch is imported by node packs and run paths only.
 """
 
 from .context import RunContext
@@ -9,28 +10,42 @@ from .errors import (
     InputsInvalid,
     NodeExecutionError,
     NodePackError,
+    NodeSchemaError,
     RunCanceled,
+    UnknownNodeTypes,
     WorkflowFormatError,
     WorkflowInvalid,
 )
-from .executor import execute
-from .formats import parse_workflow
+from .executor import Executor, execute
+from .formats import LoadedWorkflow, load_valid_workflow, load_workflow, parse_workflow
 from .inputs import ExposedInput, bind_inputs, expose_inputs, input_schema
+from .nodepacks import PackReport
 from .outputs import OutputImage, RunResult
+from .progress import ProgressBar, report_progress
 from .registry import NodeRegistry, create_registry
-from .validation import validate_prompt
+from .schemas import NodeSchema, NodeSchemas, load_object_info
+from .validation import ValidationResult, validate_prompt
 
 __all__ = [
     "ComfyRuntimeError",
+    "Executor",
     "ExposedInput",
     "InputsInvalid",
+    "LoadedWorkflow",
     "NodeExecutionError",
     "NodePackError",
     "NodeRegistry",
+    "NodeSchema",
+    "NodeSchemaError",
+    "NodeSchemas",
     "OutputImage",
+    "PackReport",
+    "ProgressBar",
     "RunCanceled",
     "RunContext",
     "RunResult",
+    "UnknownNodeTypes",
+    "ValidationResult",
     "WorkflowFormatError",
     "WorkflowInvalid",
     "bind_inputs",
@@ -38,6 +53,10 @@ __all__ = [
     "execute",
     "expose_inputs",
     "input_schema",
+    "load_object_info",
+    "load_valid_workflow",
+    "load_workflow",
     "parse_workflow",
+    "report_progress",
     "validate_prompt",
 ]

@@ -5,10 +5,12 @@ Every error derives from one base class, so callers can catch the whole family::
     ComfyRuntimeError
      ├── WorkflowFormatError   the document is not an API-format workflow (shape, not meaning)
      ├── WorkflowInvalid       the graph breaks node rules; carries ComfyUI's error / node_errors shape
+     │    └── UnknownNodeTypes  the workflow uses node types this runtime does not have (.missing lists all)
      ├── InputsInvalid         caller-supplied values for exposed inputs are wrong (.errors lists all)
      ├── NodeExecutionError    a node raised while running; names node id and class
-     ├── RunCanceled           should_cancel() said stop between two nodes
-     └── NodePackError         a node pack cannot be loaded or clashes with one already registered
+     ├── RunCanceled           should_cancel() said stop (checked between nodes and at each progress report)
+     ├── NodePackError         a node pack cannot be loaded or clashes with one already registered
+     └── NodeSchemaError       a node schema (object_info entry) is malformed or cannot be read
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ __all__ = [
     "InputsInvalid",
     "NodeExecutionError",
     "NodePackError",
+    "NodeSchemaError",
     "RunCanceled",
+    "UnknownNodeTypes",
     "WorkflowFormatError",
     "WorkflowInvalid",
 ]
@@ -51,6 +55,28 @@ class WorkflowInvalid(ComfyRuntimeError):
         return {"error": self.error, "node_errors": self.node_errors}
 
 
+class UnknownNodeTypes(WorkflowInvalid):
+    """The workflow needs node types the schemas lack. ``missing`` maps each class_type to its node ids.
+
+    The error keeps ComfyUI's shape (``invalid_prompt`` naming the first unknown node); ComfyUI stops at that
+    one, here every missing type is listed in the message and in ``extra_info``.
+    """
+
+    def __init__(self, missing: dict[str, list[str]], source: str = "this runtime") -> None:
+        self.missing = missing
+        first_type, first_ids = next(iter(missing.items()))
+        message = f"Cannot execute because node {first_type} does not exist."
+        others = [f"{t} (node {', '.join(ids)})" for t, ids in list(missing.items())[1:]]
+        if others:
+            message += f" Other missing node types: {', '.join(others)}."
+        super().__init__({
+            "type": "invalid_prompt",
+            "message": message,
+            "details": f"Node ID '#{first_ids[0]}'",
+            "extra_info": {"missing_node_types": sorted(missing), "nodes": missing, "schemas": source},
+        })
+
+
 class InputsInvalid(ComfyRuntimeError):
     """Values given for exposed inputs are wrong; ``errors`` is ``[{"input": name, "message": ...}, ...]``."""
 
@@ -62,11 +88,13 @@ class InputsInvalid(ComfyRuntimeError):
 class NodeExecutionError(ComfyRuntimeError):
     """A node failed while running. The original exception is chained as ``__cause__``."""
 
-    def __init__(self, node_id: str, class_type: str, message: str, exception_type: str = "") -> None:
+    def __init__(self, node_id: str, class_type: str, message: str, exception_type: str = "",
+                 traceback: str = "") -> None:
         self.node_id = node_id
         self.class_type = class_type
         self.message = message
         self.exception_type = exception_type
+        self.traceback = traceback  # the node's exception as Python prints it; kept out of to_dict (server paths)
         super().__init__(f"node {node_id} ({class_type}): {message}")
 
     def to_dict(self) -> dict[str, str]:
@@ -79,8 +107,19 @@ class NodeExecutionError(ComfyRuntimeError):
 
 
 class RunCanceled(ComfyRuntimeError):
-    """The run was canceled between two nodes."""
+    """The run was canceled: between two nodes, or inside one at its next progress report.
+
+    ``node_id`` is the prompt node that was running when the cancel was seen, None between nodes.
+    """
+
+    def __init__(self, message: str, node_id: str | None = None) -> None:
+        self.node_id = node_id
+        super().__init__(message)
 
 
 class NodePackError(ComfyRuntimeError):
     """A node pack cannot be imported, is malformed, or registers a class_type twice."""
+
+
+class NodeSchemaError(ComfyRuntimeError):
+    """A node schema (an ``/object_info`` entry) is malformed, or an object_info source cannot be read."""

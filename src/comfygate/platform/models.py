@@ -94,7 +94,11 @@ class Workflow(Base):
 
 
 class WorkflowVersion(Base):
-    """Immutable. ``content_hash`` covers graph, exposed inputs and policy: same content, same version."""
+    """Immutable. ``content_hash`` covers graph, exposed inputs and policy: same content, same version.
+
+    The hash covers the API-format graph, not the uploaded document: a UI export whose nodes were only moved
+    converts to the same graph and so is the same version (which keeps the document first uploaded).
+    """
 
     __tablename__ = "workflow_versions"
     __table_args__ = (
@@ -105,7 +109,10 @@ class WorkflowVersion(Base):
     workflow_id: Mapped[int] = mapped_column(ForeignKey("workflows.id", ondelete="CASCADE"))
     number: Mapped[int] = mapped_column(Integer)
     content_hash: Mapped[str] = mapped_column(String(64))
-    graph: Mapped[dict[str, Any]] = mapped_column(JSON)
+    graph: Mapped[dict[str, Any]] = mapped_column(JSON)  # API format: what runs
+    # The document as uploaded ("api" or "ui" format); a UI export is kept whole so it can be opened again.
+    source_format: Mapped[str] = mapped_column(String(8), default="api", server_default="api")
+    source: Mapped[Any] = mapped_column(JSON, nullable=True)
     inputs_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     input_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
     policy: Mapped[dict[str, Any]] = mapped_column(JSON)

@@ -24,6 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from comfygate.comfy_runtime import (
+    Executor,
     NodeExecutionError,
     NodeRegistry,
     OutputImage,
@@ -31,7 +32,6 @@ from comfygate.comfy_runtime import (
     RunContext,
     WorkflowInvalid,
     create_registry,
-    execute,
 )
 from comfygate.platform.db import make_engine, make_session_factory, session_scope
 from comfygate.platform.models import RunStatus, WorkflowVersion
@@ -85,7 +85,9 @@ class RunProcessor:
         self.settings = settings
         self.engine = make_engine(settings.database_url)
         self.sessions = make_session_factory(self.engine)
-        self.registry = registry or create_registry(settings.node_packs)
+        self.registry = registry or create_registry(settings.node_pack_dirs)
+        # One executor per process: its node cache lets a run reuse what an earlier run computed.
+        self.executor = Executor(self.registry, cache_entries=settings.node_cache_entries)
         self.storage: Storage = open_storage(settings.storage_url, settings.s3_endpoint_url)
         self.clip: ClipScorer | None = None
         if settings.clip_model and settings.clip_weights:
@@ -144,7 +146,7 @@ class RunProcessor:
 
     def _execute_and_record(self, run_id: str, attempt: int, prompt: dict[str, Any], inputs: dict[str, Any],
                             policy: Policy, queue_ms: float) -> str | None:
-        timings: dict[str, float] = {"queue_ms": queue_ms}
+        timings: dict[str, Any] = {"queue_ms": queue_ms}
         # The heartbeat covers the whole attempt (execute, gate, store): a slow CLIP pass or upload must not
         # look like a dead worker.
         with self._heartbeat(run_id, attempt) as beat:
@@ -152,12 +154,13 @@ class RunProcessor:
                 try:
                     self._fetch_input_files(prompt, Path(tmp))
                     start = time.perf_counter()
-                    result = execute(prompt, self.registry, RunContext(
-                        input_dir=Path(tmp), should_cancel=beat.cancel_requested.is_set))
+                    result = self.executor.run(prompt, RunContext(
+                        input_dir=Path(tmp), should_cancel=beat.cancel_requested.is_set, run_id=run_id))
                     timings["execute_ms"] = _ms(start)
-                except RunCanceled:
-                    return self._end_without_outputs(run_id, attempt, RunStatus.CANCELED,
-                                                     {"message": "canceled at the caller's request"}, timings)
+                except RunCanceled as exc:
+                    where = f" during node {exc.node_id}" if exc.node_id else " between nodes"
+                    error = {"message": f"canceled at the caller's request{where}", "node_id": exc.node_id}
+                    return self._end_without_outputs(run_id, attempt, RunStatus.CANCELED, error, timings)
                 except NodeExecutionError as exc:
                     return self._end_without_outputs(run_id, attempt, RunStatus.FAILED, exc.to_dict(), timings)
                 except WorkflowInvalid as exc:
@@ -181,6 +184,9 @@ class RunProcessor:
                        for output, verdict in zip(result.outputs, verdicts, strict=True)]
             timings["store_ms"] = _ms(start)
         timings["total_ms"] = round(sum(timings.values()), 3)
+        # Per node: how long each one ran, and which were answered from the worker's node cache.
+        timings["node_ms"] = {node_id: round(ms, 3) for node_id, ms in result.node_ms.items()}
+        timings["cached_nodes"] = result.cached_nodes
 
         with session_scope(self.sessions) as session:
             status = run_service.finish_run(session, run_id, attempt, records, timings)
@@ -198,7 +204,7 @@ class RunProcessor:
             verdict=verdict.to_dict(), passed=verdict.passed)
 
     def _end_without_outputs(self, run_id: str, attempt: int, status: str, error: dict[str, Any],
-                             timings: dict[str, float]) -> str | None:
+                             timings: dict[str, Any]) -> str | None:
         with session_scope(self.sessions) as session:
             recorded = run_service.fail_run(session, run_id, attempt, status, error, timings)
         return status if recorded else None

@@ -28,7 +28,7 @@ def push_workflow(session: Session, registry: NodeRegistry, body: dict[str, Any]
         raise Unprocessable(f"unknown field(s) {unknown}; expected {sorted(_UPLOAD_FIELDS)}",
                             details={"fields": unknown})
     if "workflow" not in body:
-        raise Unprocessable("'workflow' is required: the API-format JSON that ComfyUI's Export (API) writes",
+        raise Unprocessable("'workflow' is required: the workflow JSON as ComfyUI saves or exports it",
                             details={"field": "workflow"})
     for attempt in range(3):
         try:
@@ -76,7 +76,8 @@ async def get_workflow(request: web.Request) -> web.Response:
 
 def _version_detail(session: Session, name: str, number: int) -> dict[str, Any]:
     version = workflow_service.get_version(session, name, number)
-    return {**workflow_service.version_summary(version), "graph": version.graph, "inputs": version.inputs_spec}
+    return {**workflow_service.version_summary(version), "graph": version.graph, "inputs": version.inputs_spec,
+            "source_url": f"/v1/workflows/{name}/versions/{number}/source"}
 
 
 @routes.get(f"/v1/workflows/{WORKFLOW_NAME_PATH}/versions/{{number}}")
@@ -84,3 +85,17 @@ async def get_version(request: web.Request) -> web.Response:
     number = parse_version_number(request.match_info["number"])
     detail = await state_of(request).call(_version_detail, request.match_info["name"], number)
     return web.json_response(detail)
+
+
+def _version_source(session: Session, name: str, number: int) -> Any:
+    version = workflow_service.get_version(session, name, number)
+    # Versions stored before the document was kept ran from their API graph, which was the upload.
+    return version.source if version.source is not None else version.graph
+
+
+@routes.get(f"/v1/workflows/{WORKFLOW_NAME_PATH}/versions/{{number}}/source")
+async def get_version_source(request: web.Request) -> web.Response:
+    """The workflow document exactly as uploaded (a UI export opens again in ComfyUI's editor)."""
+    number = parse_version_number(request.match_info["number"])
+    document = await state_of(request).call(_version_source, request.match_info["name"], number)
+    return web.json_response(document)

@@ -72,8 +72,8 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
     try:
         # The graph as it will run: a node's own checks (e.g. a safe SaveImage.filename_prefix) apply to
         # values set per run too, so a bad one is refused here rather than failing in the worker.
-        validate_prompt(prompt, registry,
-                        skip_file_check={(e.node_id, e.input_name) for e in exposed if e.kind == "image"})
+        validate_prompt(prompt, registry, skip_file_check={(e.node_id, e.input_name) for e in exposed
+                                                           if e.kind == "image"}).raise_for_node_errors()
     except WorkflowInvalid as exc:
         raise _node_checks_failed(exc, exposed) from exc
     # Stored only once every input is valid: a refused request leaves nothing behind.
@@ -88,12 +88,18 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
     return run
 
 
+def _problem_text(problem: dict[str, Any]) -> str:
+    # ComfyUI's messages are generic ("Custom validation failed for node"); the details say what failed.
+    details = problem.get("details")
+    return f"{problem['message']}: {details}" if details else problem["message"]
+
+
 def _node_checks_failed(exc: WorkflowInvalid, exposed: list[ExposedInput]) -> Unprocessable:
     """The graph's node errors, each also named by the exposed input that set the bad value."""
     by_target = {(e.node_id, e.input_name): e.name for e in exposed}
     errors = [
         {"input": by_target.get((node_id, problem.get("extra_info", {}).get("input_name")), ""),
-         "node": node_id, "message": problem["message"]}
+         "node": node_id, "message": _problem_text(problem)}
         for node_id, entry in exc.node_errors.items() for problem in entry.get("errors", [])
     ] or [{"input": "", "message": exc.error["message"]}]
     message = "; ".join(f"{e['input'] or 'node ' + e.get('node', '?')}: {e['message']}" for e in errors)
@@ -253,7 +259,7 @@ class OutputRecord:
 
 
 def finish_run(session: Session, run_id: str, attempt: int, outputs: list[OutputRecord],
-               timings: dict[str, float]) -> str | None:
+               timings: dict[str, Any]) -> str | None:
     """Record outputs and the final status; returns the status, or None if the run is no longer ours."""
     status = RunStatus.SUCCEEDED if all(o.passed for o in outputs) else RunStatus.REJECTED
     done = session.execute(
@@ -273,7 +279,7 @@ def finish_run(session: Session, run_id: str, attempt: int, outputs: list[Output
 
 
 def fail_run(session: Session, run_id: str, attempt: int, status: str, error: dict[str, Any],
-             timings: dict[str, float] | None = None) -> bool:
+             timings: dict[str, Any] | None = None) -> bool:
     return bool(session.execute(
         update(Run).where(_owned(run_id, attempt))
         .values(status=status, finished_at=utcnow(), error=error, timings=timings)

@@ -16,19 +16,19 @@ from sqlalchemy.orm import Session
 from comfygate.comfy_runtime import (
     ComfyRuntimeError,
     ExposedInput,
+    LoadedWorkflow,
     NodeRegistry,
     WorkflowFormatError,
     WorkflowInvalid,
     expose_inputs,
     input_schema,
-    parse_workflow,
-    validate_prompt,
+    load_valid_workflow,
 )
 from comfygate.platform.errors import NotFound, Unprocessable
 from comfygate.platform.models import Workflow, WorkflowVersion
 from comfygate.sentinel import Policy, PolicyInvalid
 
-__all__ = ["PushResult", "push_version", "get_version", "list_workflows", "exposed_inputs_of",
+__all__ = ["Analysed", "PushResult", "analyse", "push_version", "get_version", "list_workflows", "exposed_inputs_of",
            "version_summary", "WORKFLOW_NAME", "RaceLost"]
 
 WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -76,20 +76,27 @@ def _check_inputs_spec(spec: Any) -> dict[str, dict[str, str]] | None:
     return spec
 
 
-def analyse(registry: NodeRegistry, workflow: Any, inputs_spec: Any, policy: Any
-            ) -> tuple[dict[str, Any], dict[str, Any] | None, list[ExposedInput], dict[str, Any]]:
-    """Parse and validate an upload; returns (graph, inputs spec, exposed inputs, normalised policy)."""
+@dataclass(frozen=True)
+class Analysed:
+    workflow: LoadedWorkflow
+    inputs_spec: dict[str, Any] | None
+    exposed: list[ExposedInput]
+    policy: dict[str, Any]
+
+
+def analyse(registry: NodeRegistry, workflow: Any, inputs_spec: Any, policy: Any) -> Analysed:
+    """Read (converting UI format), validate and expose an upload's inputs; Unprocessable says what is wrong."""
     spec = _check_inputs_spec(inputs_spec)
     try:
-        graph = parse_workflow(workflow)
-        # Validate before exposing inputs, so a broken graph gets the validator's node_errors. Without an
-        # input dir, validation checks LoadImage names for safety only: the files arrive with each run.
-        validate_prompt(graph, registry)
-        exposed = expose_inputs(graph, registry, spec)
+        # Validate before exposing inputs, so a broken graph gets the validator's node_errors.
+        loaded = load_valid_workflow(workflow, registry)
+        exposed = expose_inputs(loaded.prompt, registry, spec)
     except WorkflowFormatError as exc:
         raise Unprocessable(f"workflow: {exc}", details={"field": "workflow"}) from exc
     except WorkflowInvalid as exc:
-        raise Unprocessable(exc.to_dict()["error"]["message"], details=exc.to_dict()) from exc
+        error = exc.error  # ComfyUI's message is generic; its details say where (node ids, inputs)
+        message = f"{error['message'].rstrip('.')}: {error['details']}" if error["details"] else error["message"]
+        raise Unprocessable(message, details=exc.to_dict()) from exc
     except ComfyRuntimeError as exc:
         raise Unprocessable(str(exc), details={"field": "workflow"}) from exc
     try:
@@ -101,7 +108,7 @@ def analyse(registry: NodeRegistry, workflow: Any, inputs_spec: Any, policy: Any
     if prompt_input is not None and prompt_input not in {e.name for e in exposed}:
         raise Unprocessable(f"policy.prompt_input names {prompt_input!r}, which is not an exposed input",
                             details={"field": "policy.prompt_input"})
-    return graph, spec, exposed, normalised_policy
+    return Analysed(loaded, spec, exposed, normalised_policy)
 
 
 def _schema_for(exposed: list[ExposedInput]) -> dict[str, Any]:
@@ -116,8 +123,9 @@ def _schema_for(exposed: list[ExposedInput]) -> dict[str, Any]:
 def push_version(session: Session, registry: NodeRegistry, *, name: Any, workflow: Any,
                  inputs_spec: Any = None, policy: Any = None) -> PushResult:
     name = _check_name(name)
-    graph, spec, exposed, normalised_policy = analyse(registry, workflow, inputs_spec, policy)
-    digest = _content_hash(graph, spec, normalised_policy)
+    upload = analyse(registry, workflow, inputs_spec, policy)
+    graph = upload.workflow.prompt
+    digest = _content_hash(graph, upload.inputs_spec, upload.policy)
 
     wf = session.scalars(select(Workflow).where(Workflow.name == name)).one_or_none()
     if wf is None:
@@ -137,7 +145,9 @@ def push_version(session: Session, registry: NodeRegistry, *, name: Any, workflo
     number = (session.scalar(select(func.max(WorkflowVersion.number))
                              .where(WorkflowVersion.workflow_id == wf.id)) or 0) + 1
     version = WorkflowVersion(workflow=wf, number=number, content_hash=digest, graph=graph,
-                              inputs_spec=spec, input_schema=_schema_for(exposed), policy=normalised_policy)
+                              source_format=upload.workflow.source_format, source=upload.workflow.document,
+                              inputs_spec=upload.inputs_spec, input_schema=_schema_for(upload.exposed),
+                              policy=upload.policy)
     session.add(version)
     try:
         session.flush()
@@ -183,5 +193,6 @@ def version_summary(version: WorkflowVersion) -> dict[str, Any]:
         "run_url": f"/v1/workflows/{name}/versions/{version.number}/runs",
         "input_schema": version.input_schema,
         "policy": version.policy,
+        "source_format": version.source_format,
         "created_at": version.created_at.isoformat() + "Z",
     }
