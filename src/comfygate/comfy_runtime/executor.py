@@ -53,11 +53,8 @@ class Executor:
     def run(self, prompt: dict[str, dict[str, Any]], context: RunContext) -> RunResult:
         """Validate and run ``prompt``. Raises WorkflowInvalid (also when only some outputs validate),
         NodeExecutionError or RunCanceled."""
-        verdict = validate_prompt(prompt, self.registry)
         # ComfyUI would run the outputs that validated and drop the others; a run here refuses instead.
-        refuse_partial = getattr(verdict, "raise_for_node_errors", None)
-        if refuse_partial is not None:
-            refuse_partial()
+        validate_prompt(prompt, self.registry).raise_for_node_errors()
         return PromptRun(prompt, self.registry, context, self._cache, self._free_after_out_of_memory).execute()
 
     def free_cache(self) -> None:
