@@ -173,7 +173,8 @@ def test_unsafe_filename_prefix(registry, prefix):
 
 
 def test_subfolder_prefix_is_allowed(registry):
-    validate_prompt(save_prompt(prefix="portraits/run"), registry)
+    result = validate_prompt(save_prompt(prefix="portraits/run"), registry)
+    assert result.outputs == ("2",) and result.node_errors == {}
 
 
 def load_prompt(name: str) -> dict:
