@@ -169,3 +169,37 @@ def test_every_missing_node_type_is_listed_at_upload(server, as_ui):
     assert extra["missing_node_types"] == ["FancyUpscaler", "MagicComposite"]
     assert extra["nodes"] == {"FancyUpscaler": ["7"], "MagicComposite": ["6"]}
     assert server.call("GET", "/v1/workflows/needs-packs").status_code == 404  # nothing stored
+
+
+def _reroute_chain(length: int) -> dict:
+    """EmptyImage -> `length` reroutes -> PreviewImage, as the editor saves it."""
+    nodes = [{"id": 1, "type": "EmptyImage", "mode": 0, "widgets_values": [8, 8, 1, 0],
+              "outputs": [{"name": "IMAGE", "type": "IMAGE", "links": [1]}]}]
+    nodes += [{"id": 1 + i, "type": "Reroute", "mode": 0, "inputs": [{"name": "", "type": "*", "link": i}],
+               "outputs": [{"name": "", "type": "IMAGE", "links": [i + 1]}]} for i in range(1, length + 1)]
+    nodes.append({"id": length + 2, "type": "PreviewImage", "mode": 0,
+                  "inputs": [{"name": "images", "type": "IMAGE", "link": length + 1}]})
+    links = [[i, i, 0, i + 1, 0, "IMAGE"] for i in range(1, length + 2)]
+    return {"nodes": nodes, "links": links, "version": 0.4}
+
+
+@pytest.mark.parametrize(("workflow", "phrase"), [
+    # "²".isdigit() is True but int("²") fails: such ids are names, not numbers.
+    ({"²": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+      "1": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1, "color": 0}}}, None),
+    ({"nodes": [{"id": 1, "type": "EmptyImage", "mode": 4}, {"id": 2, "type": "PreviewImage", "mode": 0,
+                                                          "inputs": [{"name": "images", "type": "IMAGE", "link": 5}]}],
+      "links": [[5, 1, -1, 2, 0, "IMAGE"]]}, "non-negative integer"),
+    (_reroute_chain(1000), "too many reroutes"),
+], ids=["unicode-digit-id", "negative-slot", "long-reroute-chain"])
+def test_odd_but_possible_documents_get_an_answer_not_a_500(server, workflow, phrase):
+    response = server.call("POST", "/v1/workflows", json={"name": "odd", "workflow": workflow})
+    if phrase is None:
+        assert response.status_code in (200, 201), response.text
+    else:
+        assert response.status_code == 422 and phrase in error_of(response)["message"], response.text
+
+
+def test_a_short_reroute_chain_converts(server):
+    response = server.call("POST", "/v1/workflows", json={"name": "chain", "workflow": _reroute_chain(50)})
+    assert response.status_code in (200, 201), response.text

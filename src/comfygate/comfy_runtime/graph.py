@@ -23,7 +23,8 @@ def is_link(value: Any) -> bool:
 
 def node_sort_key(node_id: str) -> tuple[int, int, str]:
     """Numeric ids in numeric order ("2" before "10"), other ids after them."""
-    return (0, int(node_id), "") if node_id.isdigit() else (1, 0, node_id)
+    # isascii: "²".isdigit() is True, but int() refuses it.
+    return (0, int(node_id), "") if node_id.isascii() and node_id.isdigit() else (1, 0, node_id)
 
 
 def links_of(node: dict[str, Any]) -> Iterator[tuple[str, str, int]]:

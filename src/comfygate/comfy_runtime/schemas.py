@@ -34,7 +34,10 @@ def _input_spec(class_type: str, name: str, entry: Any, required: bool) -> Input
     if isinstance(type_, list | tuple):
         type_, choices = "COMBO", tuple(type_)
     elif type_ == "COMBO":  # newer nodes spell a COMBO as ("COMBO", {"options": [...]})
-        choices = tuple(options.get("options") or ())
+        listed = options.get("options") or ()
+        if not isinstance(listed, list | tuple):
+            raise NodeSchemaError(f"node {class_type!r}, input {name!r}: COMBO options must be a list")
+        choices = tuple(listed)
     if not isinstance(type_, str):
         raise NodeSchemaError(f"node {class_type!r}, input {name!r}: type must be a string or a list of choices")
     return InputSpec(name, type_, options, required, choices, tuple(entry))
@@ -42,7 +45,7 @@ def _input_spec(class_type: str, name: str, entry: Any, required: bool) -> Input
 
 def _ordered_names(section: Mapping[str, Any], order: Any) -> list[str]:
     """Declared order: ``input_order`` when the schema has it (JSON objects may lose order), else key order."""
-    if isinstance(order, list) and set(order) == set(section):
+    if isinstance(order, list) and all(isinstance(n, str) for n in order) and set(order) == set(section):
         return list(order)
     return list(section)
 
@@ -82,6 +85,8 @@ class NodeSchema:
         # Output types are strings, or a list of choices for a COMBO output (e.g. a primitive string list).
         output_types = tuple("COMBO" if isinstance(t, list | tuple) else str(t) for t in outputs)
         is_list = entry.get("output_is_list") or [False] * len(outputs)
+        if not isinstance(is_list, list | tuple):
+            raise NodeSchemaError(f"node {class_type!r}: 'output_is_list' must be a list")
         return cls(
             class_type=class_type,
             inputs=inputs,

@@ -113,4 +113,10 @@ def convert_ui_workflow(document: Mapping[str, Any], schemas: NodeSchemas) -> di
         raise WorkflowFormatError(
             "workflow has no node that runs: it holds only notes, reroutes, primitives or muted/bypassed nodes")
     resolver = LinkResolver(schemas, subgraphs)
-    return {scope.exec_id(node.id): _prompt_node(scope, node, schemas[node.type], resolver) for scope, node in running}
+    try:
+        return {scope.exec_id(node.id): _prompt_node(scope, node, schemas[node.type], resolver)
+                for scope, node in running}
+    except RecursionError:  # links are followed recursively through reroutes, bypasses and subgraphs
+        raise WorkflowFormatError(
+            "workflow links pass through too many reroutes, bypassed nodes or subgraph levels in a row to "
+            "follow (a few hundred); shorten the chains") from None

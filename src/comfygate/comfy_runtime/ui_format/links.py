@@ -40,8 +40,8 @@ def read_id(value: Any, where: str, what: str) -> str:
 
 
 def read_slot_index(value: Any, where: str, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(where, f"{what} must be an integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise fail(where, f"{what} must be a non-negative integer, got {value!r}")
     return value
 
 
