@@ -63,36 +63,47 @@ def sources(reference):
     return [REGISTRY, NodeSchemas.from_object_info(reference, source="ComfyUI 0.3.64")]
 
 
-def check_outcome(document, sources) -> None:
+def outcomes(document, sources) -> set[str]:
+    """What happened to ``document`` against each source: "malformed", "invalid" or "valid".
+
+    Any other exception escapes and fails the test; each error must carry a message and serialise as JSON.
+    """
     try:
         prompt = parse_workflow(document)
     except WorkflowFormatError as exc:
         assert str(exc)
-        return
+        return {"malformed"}
+    seen = set()
     for source in sources:
         try:
             result = validate_prompt(prompt, source)
         except WorkflowInvalid as exc:
             assert exc.error["type"] and exc.error["message"]
             json.dumps(exc.to_dict())  # the error body is sent as it is
+            seen.add("invalid")
             continue
         assert isinstance(result, ValidationResult) and result.outputs
         json.dumps(result.node_errors)
+        seen.add("valid")
+    return seen
+
+
+OUTCOMES = {"malformed", "invalid", "valid"}
 
 
 @FUZZ
 @given(document=json_values)
 def test_any_json_value(sources, document):
-    check_outcome(document, sources)
+    assert outcomes(document, sources) <= OUTCOMES
 
 
 @FUZZ
 @given(document=prompts)
 def test_prompt_shaped_documents(sources, document):
-    check_outcome(document, sources)
+    assert outcomes(document, sources) <= OUTCOMES
 
 
 @FUZZ
 @given(document=prompts)
 def test_prompt_shaped_documents_as_text(sources, document):
-    check_outcome(json.dumps(document), sources)
+    assert outcomes(json.dumps(document), sources) <= OUTCOMES

@@ -232,8 +232,9 @@ def test_long_chains_do_not_exhaust_the_stack(registry):
 
 def test_nodes_not_needed_by_outputs_are_not_validated(registry):
     prompt = save_prompt()
-    prompt["9"] = {"class_type": "ImageInvert", "inputs": {}}
-    validate_prompt(prompt, registry)
+    prompt["9"] = {"class_type": "ImageInvert", "inputs": {}}  # no image: invalid, but nothing uses it
+    result = validate_prompt(prompt, registry)
+    assert result.outputs == ("2",) and result.node_errors == {}
 
 
 def test_all_errors_are_reported_together(registry):
