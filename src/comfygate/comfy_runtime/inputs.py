@@ -10,7 +10,7 @@ from typing import Any
 from .errors import InputsInvalid, WorkflowInvalid
 from .graph import node_sort_key
 from .registry import NodeRegistry
-from .specs import InputSpec, check_value, input_specs
+from .specs import InputSpec, check_value
 
 __all__ = ["ExposedInput", "bind_inputs", "expose_inputs", "input_schema"]
 
@@ -68,11 +68,11 @@ def _expose_one(
         raise _spec_error(f"Exposed input {name!r} names node {node_id!r}, which is not in the workflow",
                           node_id, input_name, None)
     class_type = prompt[node_id]["class_type"]
-    cls = registry.get(class_type)
-    if cls is None:
+    schema = registry.schemas().get(class_type)
+    if schema is None:
         raise _spec_error(f"Node {node_id!r} has unknown class_type {class_type!r}",
                           node_id, input_name, None)
-    spec = input_specs(cls).get(input_name)
+    spec = schema.inputs.get(input_name)
     if spec is None:
         raise _spec_error(f"Exposed input {name!r}: {class_type} has no input {input_name!r}",
                           node_id, input_name, class_type)
@@ -101,11 +101,11 @@ def expose_inputs(
         spec = {}
         for node_id in sorted(prompt, key=node_sort_key):
             node = prompt[node_id]
-            cls = registry.get(node["class_type"])
-            if cls is None:
+            schema = registry.schemas().get(node["class_type"])
+            if schema is None:
                 raise _spec_error(f"Node {node_id!r} has unknown class_type {node['class_type']!r}",
                                   node_id, "", None)
-            for input_name, input_spec in input_specs(cls).items():
+            for input_name, input_spec in schema.inputs.items():
                 value = node["inputs"].get(input_name)
                 if input_spec.kind is not None and value is not None and not isinstance(value, list | tuple):
                     spec[f"{node_id}.{input_name}"] = {"node": node_id, "input": input_name}

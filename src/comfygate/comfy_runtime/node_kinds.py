@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .registry import NodeRegistry
-from .specs import InputSpec, hidden_inputs, input_specs
+from .schemas import NodeSchema
+from .specs import InputSpec
 
 __all__ = ["NodeKind", "NodeKinds"]
 
@@ -29,8 +30,9 @@ class NodeKind:
 
     @classmethod
     def of(cls, class_type: str, node_class: type) -> NodeKind:
-        specs = input_specs(node_class)
-        hidden = hidden_inputs(node_class)
+        # INPUT_TYPES is read once per class per run: a pack may compute it (e.g. list model files).
+        schema = NodeSchema.from_object_info(class_type, {"input": node_class.INPUT_TYPES()})
+        specs, hidden = schema.inputs, schema.hidden
         outputs = len(node_class.RETURN_TYPES)
         declared_lists = tuple(bool(b) for b in (getattr(node_class, "OUTPUT_IS_LIST", None) or ()))
         return cls(

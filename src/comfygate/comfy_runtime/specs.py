@@ -24,8 +24,6 @@ __all__ = [
     "ANY_TYPE",
     "InputSpec",
     "check_value",
-    "hidden_inputs",
-    "input_specs",
     "jsonable",
     "types_match",
     "widget_value",
@@ -64,27 +62,6 @@ class InputSpec:
         return self.type == "COMBO" and any(
             isinstance(key, str) and key.endswith("_upload") and flag for key, flag in self.options.items()
         )
-
-
-def input_specs(node_class: type) -> dict[str, InputSpec]:
-    """Required then optional inputs of ``node_class``, in declaration order."""
-    declared = node_class.INPUT_TYPES()
-    specs: dict[str, InputSpec] = {}
-    for section in ("required", "optional"):
-        for name, entry in declared.get(section, {}).items():
-            type_, options = entry[0], (entry[1] if len(entry) > 1 else {})
-            choices: tuple[Any, ...] = ()
-            if isinstance(type_, list | tuple):
-                type_, choices = "COMBO", tuple(type_)
-            elif type_ == "COMBO":  # newer packs spell a COMBO as ("COMBO", {"options": [...]})
-                choices = tuple(options.get("options", ()))
-            specs[name] = InputSpec(name, type_, options, section == "required", choices, tuple(entry))
-    return specs
-
-
-def hidden_inputs(node_class: type) -> dict[str, str]:
-    """Hidden inputs ``{argument name: hidden type}`` such as ``{"prompt": "PROMPT"}``."""
-    return dict(node_class.INPUT_TYPES().get("hidden", {}))
 
 
 def jsonable(value: Any) -> Any:
