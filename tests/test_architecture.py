@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,8 +43,8 @@ def test_library_packages_stay_libraries(package):
     assert offenders == []
 
 
-def test_torch_is_imported_only_by_node_packs_and_the_clip_scorer():
-    allowed = {"comfy_runtime/nodes", "sentinel/clip.py"}
+def test_torch_is_imported_only_by_node_packs_the_model_library_and_the_clip_scorer():
+    allowed = {"comfy_runtime/nodes", "comfy_runtime/diffusion", "sentinel/clip.py"}
     offenders = []
     for path in SRC.rglob("*.py"):
         relative = str(path.relative_to(SRC))
@@ -66,3 +68,13 @@ def test_only_settings_reads_the_environment():
     offenders = [str(p.relative_to(SRC)) for p in SRC.rglob("*.py")
                  if p.name != "settings.py" and ("os.environ" in p.read_text() or "os.getenv" in p.read_text())]
     assert offenders == []
+
+
+def test_building_the_node_registry_does_not_import_the_model_libraries():
+    # The API server builds a registry for node schemas at start; diffusers and transformers take seconds to
+    # import and are needed only by a worker that runs a diffusion node.
+    probe = ("import sys; from comfygate.comfy_runtime import create_registry; "
+             "create_registry().schemas(); "
+             "print(sorted(m for m in ('diffusers', 'transformers', 'accelerate', 'spandrel') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

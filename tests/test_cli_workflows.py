@@ -84,16 +84,17 @@ def object_info_server() -> Iterator[str]:
 def test_object_info_from_a_file_or_a_server_decides_what_exists(tmp_path, object_info_server):
     needs_comfyui = json.loads(CARD.read_text())
     needs_comfyui["9"] = {"class_type": "ImageUpscaleWithModel", "inputs": {"upscale_model": ["10", 0],
-                                                                           "image": ["7", 0]}}
+                                                                           "image": ["11", 0]}}
     needs_comfyui["10"] = {"class_type": "UpscaleModelLoader", "inputs": {"model_name": "4x.pth"}}
+    needs_comfyui["11"] = {"class_type": "ImageScaleToTotalPixels", "inputs": {
+        "image": ["7", 0], "upscale_method": "area", "megapixels": 0.5}}
     needs_comfyui["8"]["inputs"]["images"] = ["9", 0]
     path = tmp_path / "upscale.json"
     path.write_text(json.dumps(needs_comfyui))
 
     local = comfygate("workflows", "validate", str(path))
     assert local.returncode == 1
-    assert json.loads(local.stdout)["error"]["extra_info"]["missing_node_types"] == [
-        "ImageUpscaleWithModel", "UpscaleModelLoader"]
+    assert json.loads(local.stdout)["error"]["extra_info"]["missing_node_types"] == ["ImageScaleToTotalPixels"]
 
     for source in (str(REFERENCE), object_info_server):
         remote = comfygate("workflows", "validate", str(path), "--object-info", source)

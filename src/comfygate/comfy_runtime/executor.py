@@ -12,8 +12,9 @@ What a run does, in ComfyUI's terms:
   again but hands over the UI results it produced before, so every run returns its images.
 - Lazy inputs, list semantics, node expansion and async node functions (runner.py, lists.py, expansion.py,
   calls.py); progress reports and cancel (progress.py); events (events.py).
-- Out of memory in a node (MemoryError, torch's OutOfMemoryError): the cache is emptied, CUDA's cache too,
-  and NodeExecutionError says so; the Executor stays usable.
+- Out of memory in a node (MemoryError, torch's OutOfMemoryError): the cache is emptied, idle models leave
+  the model pool, CUDA's cache is emptied too, and NodeExecutionError says so; the Executor stays usable.
+- Model loads (diffusion/pool.py) are timed per run: ``RunResult.model_load_ms`` apart from execution.
 
 Output nodes hand images over the ComfyUI way: their function returns ``{"ui": {"images": [record, ...]}}``
 where each record is a dict with ``png`` (bytes), ``width``, ``height``, ``pixels`` (float32 [H, W, C]) and
@@ -28,6 +29,7 @@ from typing import Any
 
 from .cache import OutputCache
 from .context import RunContext
+from .diffusion.pool import load_timer
 from .outputs import RunResult
 from .registry import NodeRegistry
 from .runner import PromptRun
@@ -55,7 +57,12 @@ class Executor:
         NodeExecutionError or RunCanceled."""
         # ComfyUI would run the outputs that validated and drop the others; a run here refuses instead.
         validate_prompt(prompt, self.registry).raise_for_node_errors()
-        return PromptRun(prompt, self.registry, context, self._cache, self._free_after_out_of_memory).execute()
+        with load_timer() as loads:
+            result = PromptRun(prompt, self.registry, context, self._cache, self._free_after_out_of_memory).execute()
+        result.model_load_ms = round(loads.ms, 3)
+        result.model_loads = [{"model": "/".join(str(part) for part in load["key"][:2]), "ms": round(load["ms"], 3),
+                               "shared": load["shared"]} for load in loads.loads]
+        return result
 
     def free_cache(self) -> None:
         """Drop every cached node output (models included); the next run computes everything again."""
@@ -63,6 +70,8 @@ class Executor:
 
     def _free_after_out_of_memory(self) -> None:
         self.free_cache()
+        if self.registry.models is not None:
+            self.registry.models.free_idle()
         gc.collect()  # tensors in reference cycles go now, before CUDA's cache is emptied
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():

@@ -27,3 +27,5 @@ class RunResult:
     execute_ms: float
     node_ms: dict[str, float]  # nodes that ran (expanded nodes under their own ids), in order; cached ones absent
     cached_nodes: list[str] = field(default_factory=list)  # nodes whose outputs came from the cache
+    model_load_ms: float = 0.0  # part of execute_ms spent loading model files into the pool
+    model_loads: list[dict] = field(default_factory=list)  # {"model": "kind/path", "ms", "shared"} per load

@@ -12,13 +12,16 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from types import ModuleType, SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from .errors import NodePackError, NodeSchemaError
 from .nodepacks import PackReport, find_packs, forget_pack, import_pack, pack_name, read_pack
 from .schemas import NodeSchema, NodeSchemas
 from .specs import jsonable
+
+if TYPE_CHECKING:
+    from .diffusion.library import ModelLibrary
 
 __all__ = ["BUILTIN_PACK", "NodeRegistry", "create_registry"]
 
@@ -26,6 +29,8 @@ log = logging.getLogger(__name__)
 
 BUILTIN_PACK = "comfygate.comfy_runtime.nodes"
 BUILTIN_DIR = Path(__file__).with_name("nodes")
+# The model folders whose files the built-in loader nodes list.
+MODEL_FOLDERS = ("checkpoints", "vae", "loras", "diffusion_models", "text_encoders", "upscale_models")
 
 
 def _object_info(class_type: str, cls: Any, display_name: str, source: str) -> dict[str, Any]:
@@ -77,12 +82,14 @@ def _node_class_problem(class_type: object, cls: object) -> str | None:
 class NodeRegistry:
     """Maps class_type -> node class. Build one with :func:`create_registry`; nothing is shared globally."""
 
-    def __init__(self) -> None:
+    def __init__(self, models: ModelLibrary | None = None) -> None:
+        self.models = models  # the model files and pool the diffusion nodes use
         self._classes: dict[str, type] = {}
         self._display_names: dict[str, str] = {}
         self._sources: dict[str, str] = {}
         self._reports: list[PackReport] = []
         self._schemas: NodeSchemas | None = None  # built on first use, dropped when a pack is added
+        self._schemas_files: object = None  # the model files the cached schemas' COMBO lists were built from
 
     def register_pack(
         self,
@@ -159,22 +166,44 @@ class NodeRegistry:
                             self._sources[class_type])
 
     def schemas(self) -> NodeSchemas:
-        """Every registered node's schema, as validation and UI-format conversion read them."""
-        if self._schemas is None:
+        """Every registered node's schema, as validation and UI-format conversion read them.
+
+        Built once and again only when a pack is added or a model file appears or goes (loader nodes list
+        the files present in their COMBO inputs)."""
+        files = self.models.paths.signature(MODEL_FOLDERS) if self.models is not None else None
+        if self._schemas is None or files != self._schemas_files:
             self._schemas = NodeSchemas.from_object_info(
                 {name: self.object_info(name) for name in self._classes}, source="this runtime")
+            self._schemas_files = files
         return self._schemas
 
 
-def create_registry(node_pack_dirs: Sequence[str | os.PathLike[str]] = ()) -> NodeRegistry:
-    """A fresh registry: the built-in pack, then every pack in each folder (laid out like ComfyUI's
+def _builtin_pack(models: ModelLibrary) -> SimpleNamespace:
+    """The built-in nodes: the image nodes, and the diffusion nodes with their loaders bound to ``models``."""
+    from .nodes.diffusion import DISPLAY_NAMES, diffusion_nodes
+
+    images = importlib.import_module(BUILTIN_PACK)
+    return SimpleNamespace(
+        NODE_CLASS_MAPPINGS={**images.NODE_CLASS_MAPPINGS, **diffusion_nodes(models)},
+        NODE_DISPLAY_NAME_MAPPINGS={**images.NODE_DISPLAY_NAME_MAPPINGS, **DISPLAY_NAMES})
+
+
+def create_registry(node_pack_dirs: Sequence[str | os.PathLike[str]] = (),
+                    models: ModelLibrary | None = None) -> NodeRegistry:
+    """A fresh registry: the built-in packs, then every pack in each folder (laid out like ComfyUI's
     ``custom_nodes/``) in order. Failing packs are skipped and reported in ``pack_reports``; a folder that
-    does not exist is a configuration error (NodePackError) found before any pack is imported."""
+    does not exist is a configuration error (NodePackError) found before any pack is imported.
+
+    The diffusion nodes load model files through ``models``; without one they see no model files."""
     if isinstance(node_pack_dirs, str | os.PathLike):
         raise TypeError("node_pack_dirs must be a sequence of folders, not one path")
     packs = [path for folder in node_pack_dirs for path in find_packs(Path(folder).absolute())]
-    registry = NodeRegistry()
-    builtin = registry._add_pack("builtin", BUILTIN_DIR, "builtin", lambda: importlib.import_module(BUILTIN_PACK))
+    if models is None:
+        from .diffusion.library import ModelLibrary
+
+        models = ModelLibrary.without_files()
+    registry = NodeRegistry(models)
+    builtin = registry._add_pack("builtin", BUILTIN_DIR, "builtin", lambda: _builtin_pack(models))
     if not builtin.loaded:
         raise NodePackError(f"the built-in node pack cannot be registered: {builtin.error}")
     for path in packs:
