@@ -108,9 +108,10 @@ class Deployment:
         if with_worker:
             wait_for(lambda: " ready." in self.log("server.log"), timeout, "the embedded worker")
 
-    def start_worker(self, *, timeout: float = 60) -> subprocess.Popen[bytes]:
+    def start_worker(self, *args: str, timeout: float = 60) -> subprocess.Popen[bytes]:
+        """``comfygate worker *args``; returns once Celery consumes (after any --preload)."""
         name = f"worker-{len(self.workers)}.log"
-        worker = self._comfygate("worker", log_name=name)
+        worker = self._comfygate("worker", *args, log_name=name)
         self.workers.append(worker)
 
         def ready() -> bool:

@@ -29,7 +29,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.pool:
         settings = settings.replace(pool=args.pool)
-    return run_worker(settings, concurrency=args.concurrency or settings.worker_concurrency)
+    if args.health_port is not None:
+        settings = settings.replace(worker_health_port=args.health_port)
+    return run_worker(settings, concurrency=args.concurrency or settings.worker_concurrency, preload=args.preload)
 
 
 def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
@@ -94,9 +96,10 @@ def _workflows_push(settings: Settings, args: argparse.Namespace) -> int:
 
 def _offline_schemas(settings: Settings, object_info: str | None) -> Any:
     """Node schemas for convert/validate: another server's /object_info (file or URL), else the local runtime."""
-    from comfygate.comfy_runtime import create_registry, load_object_info
+    from comfygate.comfy_runtime import load_object_info
+    from comfygate.platform.runtime import node_registry
 
-    return load_object_info(object_info) if object_info else create_registry(settings.node_pack_dirs)
+    return load_object_info(object_info) if object_info else node_registry(settings)
 
 
 def _check_workflow_file(settings: Settings, args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
@@ -184,6 +187,11 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="start a Celery worker that executes runs")
     worker.add_argument("--concurrency", type=int, default=0, help="runs at once (default from settings)")
     worker.add_argument("--pool", default="", help="pool name: consume queue pool.<name>")
+    worker.add_argument("--preload", nargs="+", default=[], metavar="FILE",
+                        help="model files to load before taking runs, as folder/name under the models dir "
+                             "(checkpoints/sd15.safetensors); the worker reports ready only after")
+    worker.add_argument("--health-port", type=int, default=None,
+                        help="serve the readiness probe (GET /ready, GET /models) on this port")
     worker.set_defaults(handler=_worker)
 
     db = sub.add_parser("db", help="database schema")

@@ -43,6 +43,11 @@ def _paths(raw: str) -> tuple[Path, ...]:
     return tuple(Path(part.strip()) for part in raw.split(",") if part.strip())
 
 
+def _names(raw: str) -> tuple[str, ...]:
+    """Comma-separated names; blanks around commas and empty entries are ignored."""
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("data_dir", "COMFYGATE_DATA_DIR",
                 "Folder for the embedded default: SQLite file, broker folders, local outputs. Default ./data.",
@@ -77,6 +82,27 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("node_cache_entries", "COMFYGATE_NODE_CACHE_ENTRIES",
                 "Node results a worker process keeps between runs, so unchanged nodes (model loaders) are not run "
                 "again. 0 turns the cache off. Default 64.", int),
+    SettingSpec("models_dir", "COMFYGATE_MODELS_DIR",
+                "Folder holding model files in ComfyUI's layout (checkpoints/, loras/, vae/, upscale_models/, "
+                "diffusion_models/, text_encoders/, ...). Default <data dir>/models.", Path),
+    SettingSpec("extra_model_paths", "COMFYGATE_EXTRA_MODEL_PATHS",
+                "Optional ComfyUI-style extra_model_paths.yaml naming more model folders (e.g. an existing "
+                "ComfyUI install's). Empty: none.", Path),
+    SettingSpec("device", "COMFYGATE_DEVICE",
+                "Where workers run models: auto (CUDA when present, else CPU), cpu, cuda or cuda:N. Default auto."),
+    SettingSpec("dtype", "COMFYGATE_DTYPE",
+                "Precision of diffusion models: auto (fp16 on CUDA, fp32 on CPU), fp16, bf16 or fp32. "
+                "Default auto."),
+    SettingSpec("model_memory_mb", "COMFYGATE_MODEL_MEMORY_MB",
+                "Memory budget of a worker's model pool in MiB (VRAM on CUDA, RAM on CPU); idle models are "
+                "evicted least recently used first to stay under it. 0: most of the device's memory. Default 0.",
+                int),
+    SettingSpec("preload", "COMFYGATE_PRELOAD",
+                "Comma-separated model files a worker loads before taking runs, as folder/name under the models "
+                "dir (checkpoints/sd15.safetensors). Same as `comfygate worker --preload`.", _names),
+    SettingSpec("worker_health_port", "COMFYGATE_WORKER_HEALTH_PORT",
+                "Port of a worker's readiness probe (GET /ready: 503 while preloading, 200 once it takes runs; "
+                "GET /models: what is warm). 0: no probe. Default 0.", int),
     SettingSpec("clip_model", "COMFYGATE_CLIP_MODEL",
                 "open_clip model name for the prompt-alignment check (e.g. ViT-B-32). Empty: check not run."),
     SettingSpec("clip_weights", "COMFYGATE_CLIP_WEIGHTS",
@@ -119,6 +145,13 @@ class Settings:
     embedded_worker: bool | None = None
     node_pack_dirs: tuple[Path, ...] = field(default_factory=tuple)
     node_cache_entries: int = 64
+    models_dir: Path | None = None
+    extra_model_paths: Path | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    model_memory_mb: int = 0
+    preload: tuple[str, ...] = field(default_factory=tuple)
+    worker_health_port: int = 0
     clip_model: str = ""
     clip_weights: Path | None = None
     max_upload_bytes: int = 20 * 1024 * 1024
@@ -137,6 +170,7 @@ class Settings:
         object.__setattr__(self, "data_dir", data_dir)
         # Absolute, like data_dir: the server and its workers may start from other working directories.
         object.__setattr__(self, "node_pack_dirs", tuple(Path(p).absolute() for p in self.node_pack_dirs))
+        object.__setattr__(self, "models_dir", Path(self.models_dir or data_dir / "models").absolute())
         if not self.database_url:
             object.__setattr__(self, "database_url", f"sqlite:///{data_dir / 'comfygate.db'}")
         if not self.broker_url:

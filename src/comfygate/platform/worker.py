@@ -14,7 +14,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,11 +31,11 @@ from comfygate.comfy_runtime import (
     RunCanceled,
     RunContext,
     WorkflowInvalid,
-    create_registry,
 )
 from comfygate.platform.db import make_engine, make_session_factory, session_scope
 from comfygate.platform.models import RunStatus, WorkflowVersion
 from comfygate.platform.notify import Publisher
+from comfygate.platform.runtime import node_registry
 from comfygate.platform.services import runs as run_service
 from comfygate.platform.services.uploads import input_key
 from comfygate.platform.storage import InvalidStorageKey, Storage, StoredObjectMissing, open_storage
@@ -85,7 +85,7 @@ class RunProcessor:
         self.settings = settings
         self.engine = make_engine(settings.database_url)
         self.sessions = make_session_factory(self.engine)
-        self.registry = registry or create_registry(settings.node_pack_dirs)
+        self.registry = registry or node_registry(settings)
         # One executor per process: its node cache lets a run reuse what an earlier run computed.
         self.executor = Executor(self.registry, cache_entries=settings.node_cache_entries)
         self.storage: Storage = open_storage(settings.storage_url, settings.s3_endpoint_url)
@@ -105,11 +105,23 @@ class RunProcessor:
             self._policies[version_id] = policy
         return policy
 
-    def warm_up(self) -> None:
-        """Load the CLIP model before taking runs, so the first run does not pay for it (and a bad weights
-        path stops the worker at start with a clear error rather than failing runs one by one)."""
+    def warm_up(self, preload: Sequence[str] = ()) -> None:
+        """Load the CLIP model and the ``preload`` model files (folder/name under the models dir) before taking
+        runs, so the first runs do not pay for them (and a bad path stops the worker at start with a clear error
+        rather than failing runs one by one)."""
         if self.clip is not None:
             self.clip.load()
+        models = self.registry.models
+        for entry in preload:
+            if models is None:
+                raise ValueError(f"cannot preload {entry!r}: this worker's node registry has no model library")
+            start = time.perf_counter()
+            models.preload(entry)
+            log.info("preloaded %s in %.0f ms", entry, _ms(start))
+
+    def models_report(self) -> list[dict[str, Any]]:
+        """What is warm in this process's model pool: size, load time, loads and hits per model."""
+        return self.registry.models.report() if self.registry.models is not None else []
 
     def process(self, run_id: str, attempt: int) -> str | None:
         """Run one attempt of a run; returns the final status, or None when the run was not ours."""
@@ -156,7 +168,9 @@ class RunProcessor:
                     start = time.perf_counter()
                     result = self.executor.run(prompt, RunContext(
                         input_dir=Path(tmp), should_cancel=beat.cancel_requested.is_set, run_id=run_id))
-                    timings["execute_ms"] = _ms(start)
+                    # Loading model files into the pool is counted apart from running the graph.
+                    timings["model_load_ms"] = result.model_load_ms
+                    timings["execute_ms"] = round(_ms(start) - result.model_load_ms, 3)
                 except RunCanceled as exc:
                     where = f" during node {exc.node_id}" if exc.node_id else " between nodes"
                     error = {"message": f"canceled at the caller's request{where}", "node_id": exc.node_id}
@@ -187,6 +201,7 @@ class RunProcessor:
         # Per node: how long each one ran, and which were answered from the worker's node cache.
         timings["node_ms"] = {node_id: round(ms, 3) for node_id, ms in result.node_ms.items()}
         timings["cached_nodes"] = result.cached_nodes
+        timings["model_loads"] = result.model_loads
 
         with session_scope(self.sessions) as session:
             status = run_service.finish_run(session, run_id, attempt, records, timings)

@@ -5,23 +5,47 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from collections.abc import Sequence
+
+from celery.signals import worker_ready
 
 from comfygate.platform.celery_app import create_celery
 from comfygate.platform.tasks import register_tasks
 from comfygate.platform.worker import RunProcessor
+from comfygate.platform.worker_health import WorkerHealth
 from comfygate.settings import Settings
 
 __all__ = ["run_worker"]
 
+log = logging.getLogger(__name__)
 
-def run_worker(settings: Settings, concurrency: int) -> int:
+
+def run_worker(settings: Settings, concurrency: int, preload: Sequence[str] = ()) -> int:
+    """Start a worker: build the processor, preload models, then consume runs. The readiness probe (when
+    ``worker_health_port`` is set) answers 200 only once Celery consumes, after every preload finished."""
     # Celery logs two INFO lines per task; the run table already records every run.
     for name in ("celery.app.trace", "celery.worker.strategy"):
         logging.getLogger(name).setLevel(logging.WARNING)
     app = create_celery(settings)
     processor = RunProcessor(settings)
-    processor.warm_up()
+    health = WorkerHealth(processor.models_report)
+    if settings.worker_health_port:
+        port = health.serve(settings.host, settings.worker_health_port)
+        log.info("readiness probe on http://%s:%s/ready", settings.host, port)
+    health.phase = "preloading"
+    try:
+        processor.warm_up([*settings.preload, *preload])
+    except Exception as exc:
+        health.phase, health.error = "failed", f"{type(exc).__name__}: {exc}"
+        raise
     register_tasks(app, processor)
+
+    def consuming(**_: object) -> None:
+        health.phase = "ready"
+        log.info("worker ready: consuming %s with %s models warm", settings.queue_name, len(processor.models_report()))
+
+    # weak=False: the closure would otherwise be collected before Celery sends the signal.
+    worker_ready.connect(consuming, weak=False)
     app.worker_main([
         "worker",
         # Threads: one process holds the warm models; node code releases the GIL in torch kernels.

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from comfygate.comfy_runtime import NodeRegistry, create_registry
+from comfygate.comfy_runtime import NodeRegistry
 from comfygate.platform.api import nodes, review, runs, ui, workflows
 from comfygate.platform.api.auth import auth_middleware
 from comfygate.platform.api.context import STATE, AppState
@@ -21,6 +21,7 @@ from comfygate.platform.db import make_engine, make_session_factory
 from comfygate.platform.dispatch import Dispatcher
 from comfygate.platform.migrate import is_up_to_date
 from comfygate.platform.notify import RunWaiters, start_listener
+from comfygate.platform.runtime import node_registry
 from comfygate.platform.storage import open_storage
 from comfygate.platform.watchdog import sweep
 from comfygate.settings import Settings
@@ -51,7 +52,7 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
         state = AppState(
             settings=settings,
             sessions=make_session_factory(engine),
-            registry=registry or create_registry(settings.node_pack_dirs),
+            registry=registry or node_registry(settings),
             storage=open_storage(settings.storage_url, settings.s3_endpoint_url),
             dispatcher=Dispatcher(celery, settings.queue_name),
             waiters=RunWaiters(),
