@@ -15,7 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from comfygate.comfy_runtime import Executor, RunContext, WorkflowInvalid, create_registry
+from comfygate.comfy_runtime import Executor, NodeExecutionError, RunContext, WorkflowInvalid, create_registry
 from comfygate.comfy_runtime.diffusion.library import ModelLibrary
 from comfygate.comfy_runtime.diffusion.model_paths import ModelPaths
 
@@ -31,6 +31,7 @@ def models_dir(tmp_path_factory) -> Path:
     build_sd2_checkpoint(root / "checkpoints" / "tiny_sd2_v.safetensors")
     build_sdxl_checkpoint(root / "checkpoints" / "tiny_sdxl.safetensors")
     build_lora_file(root / "loras" / "tiny_sd1_lora.safetensors", "sd1")
+    build_lora_file(root / "loras" / "tiny_sdxl_lora.safetensors", "sdxl")
     return root
 
 
@@ -234,13 +235,60 @@ def test_a_file_added_later_is_listed_without_a_restart(tmp_path):
     assert registry.schemas()["CheckpointLoaderSimple"].inputs["ckpt_name"].choices == ("late.safetensors",)
 
 
-def test_a_corrupt_checkpoint_fails_the_loader_node_with_the_file_named(tmp_path):
+@pytest.mark.parametrize("name", ["broken.safetensors", "broken.ckpt"])
+def test_a_corrupt_checkpoint_fails_the_loader_node_with_the_file_named(tmp_path, name):
     (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "broken.safetensors").write_bytes(b"not a safetensors file")
+    (tmp_path / "checkpoints" / name).write_bytes(b"not a model file at all")
     executor, _ = make_executor(tmp_path)
-    from comfygate.comfy_runtime import NodeExecutionError
-
     with pytest.raises(NodeExecutionError) as caught:
-        run(executor, txt2img("broken.safetensors"))
+        run(executor, txt2img(name))
     assert caught.value.node_id == "1"
-    assert "broken.safetensors" in str(caught.value)
+    assert name in str(caught.value) and "not a readable" in str(caught.value)
+    assert "weights_only" not in str(caught.value)  # never the advice to load it unsafely
+
+
+def test_a_prompt_encoded_for_another_model_family_is_named_not_a_matrix_error(shared):
+    executor, _ = shared
+    prompt = txt2img("tiny_sd1.safetensors")
+    prompt["20"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "tiny_sd2_v.safetensors"}}
+    prompt["2"]["inputs"]["clip"] = ["20", 1]
+    prompt["3"]["inputs"]["clip"] = ["20", 1]
+    with pytest.raises(NodeExecutionError) as caught:
+        run(executor, prompt)
+    assert caught.value.node_id == "5"
+    assert "another model family" in str(caught.value)
+
+
+def test_a_lora_for_another_architecture_fails_at_the_lora_loader(shared):
+    executor, _ = shared
+    with pytest.raises(NodeExecutionError) as caught:
+        run(executor, txt2img(lora=("tiny_sdxl_lora.safetensors", 1.0, 1.0)))
+    assert caught.value.node_id == "8"
+    assert "tiny_sdxl_lora.safetensors" in str(caught.value)
+
+
+@pytest.mark.parametrize("width,height,expected_cells", [
+    (0, 128, (16, 24)),    # width follows the height, keeping 64x96's aspect
+    (192, 0, (16, 24)),
+    (8, 8, (8, 8)),        # sides below 64 pixels are raised to 64
+    (256, 128, (16, 32)),
+])
+def test_latent_upscale_sizes_follow_comfyui(shared, width, height, expected_cells):
+    executor, _ = shared
+    latent = {"samples": torch.zeros(1, 4, 8, 12)}
+    (scaled,) = call_node(executor, "LatentUpscale", samples=latent, upscale_method="bilinear", width=width,
+                          height=height, crop="disabled")
+    assert tuple(scaled["samples"].shape[-2:]) == expected_cells
+
+
+def test_inpaint_encoding_crops_pixels_and_mask_alike_around_the_centre(shared):
+    executor, _ = shared
+    _, _, vae = call_node(executor, "CheckpointLoaderSimple", ckpt_name="tiny_sd1.safetensors")
+    pixels = torch.rand(1, 70, 77, 3)  # crops to 64x72: 3 rows off the top, 2 columns off the left
+    mask = torch.zeros(1, 70, 77)
+    mask[:, 3:35, 2:38] = 1.0  # exactly the top-left quarter of the cropped frame
+    (latent,) = call_node(executor, "VAEEncodeForInpaint", pixels=pixels, vae=vae, mask=mask, grow_mask_by=0)
+    assert latent["samples"].shape == (1, 4, 8, 9)
+    kept = latent["noise_mask"][0, 0]
+    assert kept.shape == (64, 72)
+    assert kept[:32, :36].min() == 1 and kept[32:, :].max() == 0 and kept[:, 36:].max() == 0

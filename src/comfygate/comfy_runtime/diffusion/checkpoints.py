@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,14 +121,25 @@ def _read_safetensors(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path}: not a readable .safetensors file ({exc})") from exc
 
 
+def _looks_like_torch_file(path: Path) -> bool:
+    """A zip archive (torch.save's format) or a bare pickle (protocol byte 0x80)."""
+    with open(path, "rb") as file:
+        head = file.read(4)
+    return head.startswith(b"PK") or head[:1] == b"\x80"
+
+
 def _read_pickle(path: Path) -> dict[str, Any]:
+    if not _looks_like_torch_file(path):
+        raise ModelLoadError(f"{path}: not a readable torch checkpoint (neither a torch zip archive nor a pickle)")
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        # torch's message ends by suggesting weights_only=False, the unsafe load we refuse: name the global only.
+        found = re.search(r"(?:Unsupported global|GLOBAL|global):? ?([\w.]+)", str(exc))
+        what = f" (it needs {found.group(1)})" if found else ""
         raise ModelLoadError(
-            f"{path}: refused: this pickle holds more than weights and would run code to load "
-            f"({first}). Only weights-only .ckpt/.pt files load; convert it to .safetensors"
+            f"{path}: refused: this pickle holds more than weights and would run code to load{what}. "
+            f"Only weights-only .ckpt/.pt files load; convert it to .safetensors"
         ) from exc
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
         raise ModelLoadError(f"{path}: not a readable torch checkpoint ({exc})") from exc

@@ -27,10 +27,11 @@ class PoolRef:
     pool: ModelPool
     key: tuple[str, ...]
     load: Callable[[], Any]
+    size_hint: int | None = None  # bytes expected before the first load (the file's size), so room is made first
 
     def use(self) -> Any:
         """Context manager yielding the loaded object, pinned in the pool while the block runs."""
-        return self.pool.use(self.key, self.load)
+        return self.pool.use(self.key, self.load, size_hint=self.size_hint)
 
     def ensure_loaded(self) -> None:
         with self.use():
@@ -56,6 +57,13 @@ class _Patchable(_PartHandle):
         if strength == 0:
             return self  # ComfyUI's LoraLoader skips a zero strength too
         return dataclasses.replace(self, loras=(*self.loras, (lora, strength)))
+
+    def check_loras(self) -> None:
+        """Match every LoRA against the model now (ModelLoadError for a LoRA made for another architecture)."""
+        with ExitStack() as stack:
+            model = stack.enter_context(self._entry_part())
+            for ref, _strength in self.loras:
+                stack.enter_context(ref.use()).patches_for(model)
 
     @contextmanager
     def use(self) -> Iterator[Any]:

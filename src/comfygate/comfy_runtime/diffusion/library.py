@@ -82,9 +82,12 @@ class ModelLibrary:
         assert self._dtype is not None
         return self._dtype
 
-    def _ref(self, kind: str, path: Path, load: Callable[[], Any], *options: str) -> PoolRef:
-        key = (kind, str(path), str(self.device), *options)
-        ref = PoolRef(self.pool, key, load)
+    def _ref(self, kind: str, path: Path, load: Callable[[], Any], *options: str,
+             device: torch.device | None = None) -> PoolRef:
+        key = (kind, str(path), str(device or self.device), *options)
+        # The file's size stands for the loaded size until the first load measures it: idle models make room
+        # before a large file is read, rather than after both sit in memory.
+        ref = PoolRef(self.pool, key, load, size_hint=path.stat().st_size)
         ref.ensure_loaded()
         return ref
 
@@ -122,9 +125,8 @@ class ModelLibrary:
 
         path = self.paths.resolve("text_encoders", name)
         device, dtype = (torch.device("cpu"), torch.float32) if on_cpu else (self.device, self.dtype)
-        key = ("text_encoder", str(path), str(device), kind, str(dtype))
-        ref = PoolRef(self.pool, key, lambda: load_text_encoder(path, kind, device, dtype))
-        ref.ensure_loaded()
+        ref = self._ref("text_encoder", path, lambda: load_text_encoder(path, kind, device, dtype), kind,
+                        str(dtype), device=device)
         return ClipHandle(ref, part=None)
 
     def vae(self, name: str) -> VaeHandle:

@@ -124,6 +124,10 @@ class DiffusionModel:
         network), timestep [B] (float, 0..999) and context [B, T, D]; batch-1 inputs are repeated to B."""
         b = x.shape[0]
         device, dtype = self.device, self.dtype
+        expected = self.module.config.cross_attention_dim
+        if context.shape[-1] != expected:
+            raise ValueError(f"the conditioning is {context.shape[-1]} wide but this {self.arch} model expects "
+                             f"{expected}: the prompt was encoded with the text encoder of another model family")
         timestep = torch.as_tensor(timestep, dtype=torch.float32).reshape(-1)
         added = None
         if self.takes_pooled:

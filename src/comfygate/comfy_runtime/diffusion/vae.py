@@ -99,7 +99,8 @@ class Vae:
         return torch.cat([self._finite(run, x[i : i + 1]) for i in range(x.shape[0])])
 
     def _finite(self, run: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        # One pass at a time: a pass that upcasts the shared module must not change its dtype under another.
+        with self._lock, torch.no_grad():
             out = run(x)
             if self.dtype != torch.float32 and not bool(torch.isfinite(out).all()):
                 self._upcast()
@@ -107,12 +108,12 @@ class Vae:
         return out.float().cpu()
 
     def _upcast(self) -> None:
-        with self._lock:
-            if self.dtype == torch.float32:
-                return
-            log.warning(
-                "VAE output in %s is not finite (overflow); switching this VAE to float32 for good",
-                str(self.dtype).removeprefix("torch."),
-            )
-            torch.nn.Module.to(self.module, torch.float32)  # diffusers' .to warns needlessly on casts
-            self.upcast = True
+        """Switch to float32 for good; the caller holds ``_lock``."""
+        if self.dtype == torch.float32:
+            return
+        log.warning(
+            "VAE output in %s is not finite (overflow); switching this VAE to float32 for good",
+            str(self.dtype).removeprefix("torch."),
+        )
+        torch.nn.Module.to(self.module, torch.float32)  # diffusers' .to warns needlessly on casts
+        self.upcast = True

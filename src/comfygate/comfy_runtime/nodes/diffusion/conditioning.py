@@ -15,6 +15,13 @@ MAX_RESOLUTION = 16384
 LATENT_CELL = 8  # pixels per latent cell
 
 
+def _require_clip(clip: ClipHandle | None) -> ClipHandle:
+    if clip is None:
+        raise ValueError("clip input is invalid: None. If it comes from a checkpoint loader, that checkpoint "
+                         "holds no text encoder; load one with CLIPLoader")
+    return clip
+
+
 class CLIPTextEncode:
     CATEGORY = "conditioning"
     RETURN_TYPES = ("CONDITIONING",)
@@ -29,10 +36,7 @@ class CLIPTextEncode:
         }}
 
     def encode(self, clip: ClipHandle | None, text: str):
-        if clip is None:
-            raise ValueError("clip input is invalid: None. If it comes from a checkpoint loader, that checkpoint "
-                             "holds no text encoder; load one with CLIPLoader")
-        cond, pooled = clip.encode(text)
+        cond, pooled = _require_clip(clip).encode(text)
         return ([[cond, {"pooled_output": pooled}]],)
 
 
@@ -46,8 +50,8 @@ class CLIPSetLastLayer:
         return {"required": {"clip": ("CLIP",),
                              "stop_at_clip_layer": ("INT", {"default": -1, "min": -24, "max": -1, "step": 1})}}
 
-    def set_last_layer(self, clip: ClipHandle, stop_at_clip_layer: int):
-        return (clip.stopping_at(stop_at_clip_layer),)
+    def set_last_layer(self, clip: ClipHandle | None, stop_at_clip_layer: int):
+        return (_require_clip(clip).stopping_at(stop_at_clip_layer),)
 
 
 class ConditioningCombine:

@@ -80,9 +80,15 @@ class LatentUpscale:
             return (samples,)
         latent = samples["samples"]
         h, w = latent.shape[-2:]
-        # A zero side follows the other one, keeping the aspect ratio.
-        width = width or max(64, round(w * height / h * LATENT_CELL))
-        height = height or max(64, round(h * width / w * LATENT_CELL))
+        # Sides are pixels, at least 64; a zero side follows the other one, keeping the aspect ratio.
+        if width == 0:
+            height = max(64, height)
+            width = max(64, round(w * height / h))
+        elif height == 0:
+            width = max(64, width)
+            height = max(64, round(h * width / w))
+        else:
+            width, height = max(64, width), max(64, height)
         scaled = resize_latent(latent, width // LATENT_CELL, height // LATENT_CELL, upscale_method, crop)
         return ({**samples, "samples": scaled},)
 

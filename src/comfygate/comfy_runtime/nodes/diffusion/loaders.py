@@ -78,7 +78,12 @@ class LoraLoader(ModelNode):
         if strength_model == 0 and strength_clip == 0:
             return model, clip
         lora = self.models.lora(lora_name)
-        return model.with_lora(lora, strength_model), clip.with_lora(lora, strength_clip)
+        # A checkpoint without text encoders gives CLIP None: the LoRA then patches the model only, as in ComfyUI.
+        patched = (model.with_lora(lora, strength_model), clip.with_lora(lora, strength_clip) if clip else None)
+        for handle in patched:
+            if handle is not None:
+                handle.check_loras()  # a LoRA for another architecture fails here, naming this node
+        return patched
 
 
 class LoraLoaderModelOnly(ModelNode):
@@ -93,7 +98,9 @@ class LoraLoaderModelOnly(ModelNode):
     def load_lora_model_only(self, model: ModelHandle, lora_name: str, strength_model: float):
         if strength_model == 0:
             return (model,)
-        return (model.with_lora(self.models.lora(lora_name), strength_model),)
+        patched = model.with_lora(self.models.lora(lora_name), strength_model)
+        patched.check_loras()
+        return (patched,)
 
 
 class UNETLoader(ModelNode):

@@ -18,13 +18,13 @@ def _require_vae(vae: VaeHandle | None) -> VaeHandle:
     return vae
 
 
-def _crop_to_multiple(pixels: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Trim [B, H, W, C] at the bottom/right edge so both sides are multiples of ``multiple``."""
-    height, width = (pixels.shape[1] // multiple) * multiple, (pixels.shape[2] // multiple) * multiple
-    if height == 0 or width == 0:
-        raise ValueError(f"image of {pixels.shape[2]}x{pixels.shape[1]} pixels is smaller than one latent cell "
-                         f"({multiple}x{multiple})")
-    return pixels[:, :height, :width, :]
+def _center_crop(multiple: int, height: int, width: int) -> tuple[slice, slice]:
+    """Rows and columns to keep so both sides are multiples of ``multiple``, trimming evenly at both edges."""
+    keep_h, keep_w = (height // multiple) * multiple, (width // multiple) * multiple
+    if keep_h == 0 or keep_w == 0:
+        raise ValueError(f"image of {width}x{height} pixels is smaller than one latent cell ({multiple}x{multiple})")
+    top, left = (height % multiple) // 2, (width % multiple) // 2
+    return slice(top, top + keep_h), slice(left, left + keep_w)
 
 
 class VAEDecode:
@@ -54,7 +54,8 @@ class VAEEncode:
 
     def encode(self, vae: VaeHandle | None, pixels: torch.Tensor):
         with _require_vae(vae).use() as model:
-            return ({"samples": model.encode(_crop_to_multiple(pixels[..., :3], model.downscale))},)
+            rows, cols = _center_crop(model.downscale, pixels.shape[1], pixels.shape[2])
+            return ({"samples": model.encode(pixels[:, rows, cols, :3])},)
 
 
 class VAEEncodeForInpaint:
@@ -69,11 +70,12 @@ class VAEEncodeForInpaint:
 
     def encode(self, vae: VaeHandle | None, pixels: torch.Tensor, mask: torch.Tensor, grow_mask_by: int = 6):
         with _require_vae(vae).use() as model:
-            pixels = _crop_to_multiple(pixels[..., :3], model.downscale).clone()
+            # The mask at the image's size, [B, 1, H, W] (bilinear, like a soft brush), then both cropped alike.
+            mask = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(),
+                                 size=pixels.shape[1:3], mode="bilinear")
+            rows, cols = _center_crop(model.downscale, pixels.shape[1], pixels.shape[2])
+            pixels, mask = pixels[:, rows, cols, :3].clone(), mask[:, :, rows, cols]
             height, width = pixels.shape[1:3]
-            # The mask at the image's size, [B, 1, H, W]; bilinear like an editor's soft brush.
-            mask = F.interpolate(mask.reshape(-1, 1, mask.shape[-2], mask.shape[-1]).float(), size=(height, width),
-                                 mode="bilinear")
             # The masked region becomes mid-grey before encoding, so the old content does not leak in.
             keep = (1.0 - mask.round()).movedim(1, -1)  # [B, H, W, 1]
             pixels = (pixels - 0.5) * keep + 0.5
