@@ -25,6 +25,7 @@ __all__ = [
     "pick_device",
     "pick_dtype",
     "total_ram_bytes",
+    "WrapsModule",
 ]
 
 log = logging.getLogger(__name__)
@@ -203,3 +204,22 @@ def _cgroup_limit_bytes() -> int | None:
         if text.isdigit() and int(text) < 1 << 60:  # v1 writes a huge number for "no limit"
             return int(text)
     return None
+
+
+class WrapsModule:
+    """Mixin for a model wrapper holding one torch module as ``self.module``: its dtype, device and size (the
+    pool reads ``size_bytes``)."""
+
+    module: torch.nn.Module
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.module.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    @property
+    def size_bytes(self) -> int:
+        return module_bytes(self.module)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from comfygate.comfy_runtime.diffusion.detect import ModelConfig
+from comfygate.comfy_runtime.diffusion.memory import WrapsModule
 
 __all__ = ["DiffusionModel", "scaled_linear_alphas_cumprod"]
 
@@ -26,7 +27,7 @@ def scaled_linear_alphas_cumprod(start: float = 0.00085, end: float = 0.012, ste
     return torch.cumprod(1.0 - betas, dim=0).float()
 
 
-class DiffusionModel:
+class DiffusionModel(WrapsModule):
     """A UNet2DConditionModel with its architecture facts (see design: ``prediction``, ``latent_scale`` ...).
 
     ``param_of_ldm`` maps each LDM key (without ``model.diffusion_model.``) to the module's parameter name, for
@@ -48,20 +49,6 @@ class DiffusionModel:
 
     def __repr__(self) -> str:
         return f"DiffusionModel({self.arch}, {self.prediction}, {self.dtype}, {self.device})"
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.module.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.module.parameters()).device
-
-    @property
-    def size_bytes(self) -> int:
-        from comfygate.comfy_runtime.diffusion.memory import module_bytes
-
-        return module_bytes(self.module)
 
     @property
     def takes_pooled(self) -> bool:

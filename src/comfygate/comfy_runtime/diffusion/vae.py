@@ -20,12 +20,14 @@ from collections.abc import Callable
 
 import torch
 
+from comfygate.comfy_runtime.diffusion.memory import WrapsModule
+
 __all__ = ["Vae"]
 
 log = logging.getLogger(__name__)
 
 
-class Vae:
+class Vae(WrapsModule):
     """A loaded VAE. ``param_of_ldm``: LDM key (without ``first_stage_model.``) -> module parameter name."""
 
     def __init__(self, module: torch.nn.Module, param_of_ldm: dict[str, str] | None = None) -> None:
@@ -39,20 +41,6 @@ class Vae:
 
     def __repr__(self) -> str:
         return f"Vae({self.dtype}, {self.device})"
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.module.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.module.parameters()).device
-
-    @property
-    def size_bytes(self) -> int:
-        from comfygate.comfy_runtime.diffusion.memory import module_bytes
-
-        return module_bytes(self.module)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         """IMAGE [B, H, W, C>=3] 0..1 -> raw latent [B, 4, H//8, W//8] float32 CPU (mean of the distribution)."""
