@@ -68,7 +68,7 @@ def wait_for(condition: Callable[[], bool], what: str) -> None:
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.001)
+        threading.Event().wait(0.001)  # another thread changes what we poll
 
 
 def test_tiny_model_has_the_size_the_tests_assume() -> None:

@@ -134,7 +134,8 @@ def test_unbalanced_parentheses_are_text(prompt):
 
 @pytest.mark.parametrize("prompt", ["()", "(:2)", "(((", "((a)", "a (:) b", "(a:1e400)"])
 def test_odd_groups_never_raise(prompt):
-    tokenize_weighted(prompt, 0)
+    (chunk,) = tokenize_weighted(prompt, 0)
+    assert len(chunk) == 77 and chunk[0][0] == BOS_ID
 
 
 # --- chunks ------------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ rank is the inner dimension of the factorisation; without an ``alpha`` key the s
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import torch
@@ -33,18 +34,18 @@ def _tucker(t: torch.Tensor, b: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(eq=False)
-class Adapter:
+class Adapter(ABC):
     """One weight's change. Subclasses give ``shape`` (of the change) and ``_delta`` (alpha-scaled, float32)."""
 
     alpha: float | None
     dora_scale: torch.Tensor | None
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        raise NotImplementedError
+    @abstractmethod
+    def shape(self) -> tuple[int, ...]: ...
 
-    def _delta(self, device: torch.device) -> torch.Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def _delta(self, device: torch.device) -> torch.Tensor: ...
 
     def _rank(self) -> int | None:
         return None
