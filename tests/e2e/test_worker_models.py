@@ -14,7 +14,7 @@ import requests
 from e2e_support import Stack, decode_png
 
 from comfy_runtime.diffusion.tiny_checkpoints import build_sd1_checkpoint
-from deployment import Deployment, free_port, wait_for
+from deployment import Deployment, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -52,11 +52,16 @@ def test_a_preloading_worker_is_ready_only_after_its_models_are_warm(tmp_path: P
     answers: list[int] = []
     stop = threading.Event()
 
-    def watch() -> None:  # every /ready answer, from before the worker starts until it is ready
+    ready: list[requests.Response] = []
+
+    def watch() -> None:  # every /ready answer, from before the worker starts until the first 200
         while not stop.is_set():
             response = probe(health_port, "/ready")
             if response is not None:
                 answers.append(response.status_code)
+                if response.ok:
+                    ready.append(response)
+                    return
             stop.wait(0.02)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -65,14 +70,12 @@ def test_a_preloading_worker_is_ready_only_after_its_models_are_warm(tmp_path: P
         deployment.start_server(with_worker=False)
         watcher.start()
         deployment.start_worker("--preload", CHECKPOINT, "--health-port", str(health_port))
-        ready = wait_for(lambda: (r := probe(health_port, "/ready")) is not None and r.ok and r, 30,
-                         "the readiness probe to answer 200", interval=0.1)
-        stop.set()
-        watcher.join()
+        watcher.join(timeout=30)
+        assert ready, f"the readiness probe never answered 200: {answers}\n{stack.logs()}"
         # The probe said 503 while the checkpoint loaded, never 200 before it was warm.
         ready_from = answers.index(200)
         assert ready_from > 0 and set(answers[:ready_from]) == {503} and set(answers[ready_from:]) == {200}, answers
-        (warm,) = ready.json()["models"]
+        (warm,) = ready[0].json()["models"]
         assert warm["key"][1].endswith("tiny_sd1.safetensors") and warm["load_ms"] > 0 and warm["loads"] == 1
 
         stack.push_ok("t2i", TXT2IMG, INPUTS, policy=POLICY)
