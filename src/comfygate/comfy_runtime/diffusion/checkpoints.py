@@ -18,8 +18,6 @@ which name weights by their LDM keys.
 from __future__ import annotations
 
 import logging
-import pickle
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +49,9 @@ from comfygate.comfy_runtime.diffusion.ldm_names import (
 )
 from comfygate.comfy_runtime.diffusion.unet import DiffusionModel
 from comfygate.comfy_runtime.diffusion.vae import Vae
+from comfygate.comfy_runtime.diffusion.weights import read_weights
 
 __all__ = [
-    "PICKLE_SUFFIXES",
-    "SAFETENSORS_SUFFIXES",
     "LoadedCheckpoint",
     "load_checkpoint",
     "load_diffusion_model",
@@ -65,8 +62,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin")
 _SHOWN = 8  # missing keys named in an error message
 
 
@@ -91,63 +86,13 @@ class LoadedCheckpoint:
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a model file (on the CPU), keys as stored. ModelLoadError names the file on any problem."""
-    path = Path(path)
-    source = str(path)
-    if not path.is_file():
-        raise ModelLoadError(f"{source}: no such model file")
-    suffix = path.suffix.lower()
-    if suffix in SAFETENSORS_SUFFIXES:
-        data = _read_safetensors(path)
-    elif suffix in PICKLE_SUFFIXES:
-        data = _read_pickle(path)
-    else:
-        raise ModelLoadError(
-            f"{source}: unknown model file type {suffix!r}; expected one of "
-            f"{', '.join(SAFETENSORS_SUFFIXES + PICKLE_SUFFIXES)}"
-        )
+    data: Any = read_weights(path)
+    while isinstance(data.get("state_dict"), dict):  # training checkpoints wrap the weights
+        data = data["state_dict"]
     tensors = {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     if not tensors:
-        raise ModelLoadError(f"{source}: the file holds no tensors")
+        raise ModelLoadError(f"{path}: the file holds no tensors")
     return tensors
-
-
-def _read_safetensors(path: Path) -> dict[str, Any]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: not a readable .safetensors file ({exc})") from exc
-
-
-def _looks_like_torch_file(path: Path) -> bool:
-    """A zip archive (torch.save's format) or a bare pickle (protocol byte 0x80)."""
-    with open(path, "rb") as file:
-        head = file.read(4)
-    return head.startswith(b"PK") or head[:1] == b"\x80"
-
-
-def _read_pickle(path: Path) -> dict[str, Any]:
-    if not _looks_like_torch_file(path):
-        raise ModelLoadError(f"{path}: not a readable torch checkpoint (neither a torch zip archive nor a pickle)")
-    try:
-        data = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        # torch's message ends by suggesting weights_only=False, the unsafe load we refuse: name the global only.
-        found = re.search(r"(?:Unsupported global|GLOBAL|global):? ?([\w.]+)", str(exc))
-        what = f" (it needs {found.group(1)})" if found else ""
-        raise ModelLoadError(
-            f"{path}: refused: this pickle holds more than weights and would run code to load{what}. "
-            f"Only weights-only .ckpt/.pt files load; convert it to .safetensors"
-        ) from exc
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise ModelLoadError(f"{path}: not a readable torch checkpoint ({exc})") from exc
-    while isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
-        data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"{path}: holds a {type(data).__name__}, not a dict of tensors")
-    return data
 
 
 def _normalise_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

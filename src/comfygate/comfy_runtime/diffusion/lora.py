@@ -12,7 +12,6 @@ wraps its use of the model in: patches for the block, exact original weights aft
 from __future__ import annotations
 
 import logging
-import pickle
 import re
 import threading
 import weakref
@@ -24,10 +23,11 @@ from typing import Any
 
 import torch
 
-from .errors import ModelFileNotFound, ModelLoadError
+from .errors import ModelLoadError
 from .lora_adapters import Adapter, DiffAdapter, LohaAdapter, LokrAdapter, LoraAdapter
 from .lora_apply import LoraPatch, patched
 from .lora_keys import UNSUPPORTED_SUFFIXES, KeyGroup, NameIndex, group_keys, split_prefix
+from .weights import read_weights
 
 __all__ = ["LoraFile", "LoraMatch", "LoraPatch", "apply_loras", "load_lora", "patched"]
 
@@ -163,31 +163,10 @@ def _tensors(adapter: Adapter) -> list[torch.Tensor]:
     return [v for v in vars(adapter).values() if isinstance(v, torch.Tensor)]
 
 
-def _is_safetensors(path: Path) -> bool:
-    """By content, not name: a safetensors file starts with an 8-byte header length and a JSON object."""
-    with path.open("rb") as f:
-        head = f.read(9)
-    return path.suffix.lower() in (".safetensors", ".sft") or (len(head) == 9 and head[8:9] == b"{")
-
-
 def _read(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise ModelFileNotFound(f"LoRA file not found: {path}")
-    try:
-        if _is_safetensors(path):
-            from safetensors.torch import load_file
-
-            return load_file(str(path), device="cpu")
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise ModelLoadError(f"LoRA file {path} holds Python objects that are not plain tensors; only "
-                             f"weights-only files are loaded ({exc})") from exc
-    except Exception as exc:  # corrupt / truncated / not a tensor file at all
-        raise ModelLoadError(f"cannot read LoRA file {path}: {exc}") from exc
-    if isinstance(data, dict) and isinstance(data.get("state_dict"), dict):
+    data = read_weights(path, "LoRA file")
+    if isinstance(data.get("state_dict"), dict):
         data = data["state_dict"]
-    if not isinstance(data, dict):
-        raise ModelLoadError(f"LoRA file {path} does not hold a dict of tensors (found {type(data).__name__})")
     return data
 
 

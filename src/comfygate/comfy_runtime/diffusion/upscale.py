@@ -13,7 +13,6 @@ Imported only when an upscale node runs, so torch and spandrel are imported at t
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable, Mapping
 from itertools import chain
 from pathlib import Path
@@ -22,7 +21,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .errors import ModelFileNotFound, ModelLoadError
+from .errors import ModelLoadError
+from .weights import read_weights
 
 __all__ = [
     "DEFAULT_OVERLAP",
@@ -38,8 +38,6 @@ DEFAULT_TILE = 512  # ComfyUI's ImageUpscaleWithModel tile side (input pixels)
 DEFAULT_OVERLAP = 32  # ... and overlap between neighbouring tiles (input pixels)
 MIN_TILE = 128  # out of memory with a tile smaller than this: give up, as ComfyUI does
 
-_SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
-_TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 _LUMA = (0.299, 0.587, 0.114)  # RGB -> grey for single-channel models (ITU-R BT.601)
 
 ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles in all)
@@ -53,36 +51,7 @@ def read_upscale_state_dict(path: str | Path) -> dict[str, Any]:
     """
     from spandrel import canonicalize_state_dict
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelFileNotFound(f"upscale model file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in _SAFETENSORS_SUFFIXES:
-        from safetensors.torch import load_file
-
-        try:
-            loaded: Any = load_file(str(path), device="cpu")
-        except Exception as exc:  # safetensors raises its own SafetensorError, or OSError
-            raise ModelLoadError(f"upscale model file {path} is not a readable safetensors file: {exc}") from exc
-    elif suffix in _TORCH_SUFFIXES:
-        try:
-            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as exc:
-            detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(
-                f"upscale model file {path} was refused: it holds pickled Python objects other than tensors, and "
-                f"{suffix} files are only read with torch.load(weights_only=True) ({detail})"
-            ) from None
-        except Exception as exc:  # truncated zip, not a torch file at all, TorchScript archive, ...
-            raise ModelLoadError(f"upscale model file {path} cannot be read by torch.load: {exc}") from exc
-    else:
-        raise ModelLoadError(
-            f"upscale model file {path} has an unsupported extension {suffix or '(none)'}; "
-            f"expected one of {', '.join(_SAFETENSORS_SUFFIXES + _TORCH_SUFFIXES)}"
-        )
-    if not isinstance(loaded, Mapping):
-        raise ModelLoadError(f"upscale model file {path} holds a {type(loaded).__name__}, not a state dict")
-
+    loaded = read_weights(path, "upscale model file")
     state = canonicalize_state_dict(dict(loaded))
     if not isinstance(state, Mapping):
         raise ModelLoadError(f"upscale model file {path} holds no state dict")
