@@ -77,7 +77,7 @@ class ToyModel:
         self.s = s
         self.calls: list[dict] = []
 
-    def extra_conds(self, cond: dict, latent_hw: tuple[int, int]) -> dict:
+    def extra_conds(self, cond: dict, latent_hw: tuple[int, int], prompt_type: str = "positive") -> dict:
         return {"y": cond["pooled_output"]} if "pooled_output" in cond else {}
 
     def __call__(self, x_in, timestep, context, **extra):

@@ -49,7 +49,7 @@ class ModelLibrary:
     @classmethod
     def without_files(cls) -> ModelLibrary:
         """A library with no model folders: its loader nodes list nothing (a registry built without settings)."""
-        return cls(ModelPaths.empty())
+        return cls(ModelPaths(None))
 
     # -- set up on first use ------------------------------------------------------------------------------
     def _set_up(self) -> None:

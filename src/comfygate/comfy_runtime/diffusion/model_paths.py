@@ -181,26 +181,19 @@ class ModelPaths:
     Thread-safe. Folders are searched in order; when two folders hold the same relative name the first wins.
     """
 
-    def __init__(self, models_dir: Path, extra_config: Path | None = None) -> None:
-        self.models_dir = Path(models_dir)
+    def __init__(self, models_dir: Path | None, extra_config: Path | None = None) -> None:
+        """``models_dir`` None: no default folders (only those of ``extra_config``, if any)."""
+        self.models_dir = Path(models_dir) if models_dir is not None else None
         self.extra_config = Path(extra_config) if extra_config is not None else None
         self._folders: dict[str, list[Path]] = {
-            kind: [self.models_dir / name for name in names] for kind, names in DEFAULT_FOLDERS.items()
+            kind: [self.models_dir / name for name in names] if self.models_dir is not None else []
+            for kind, names in DEFAULT_FOLDERS.items()
         }
         self._cache: dict[Path, _Listing] = {}
         self._lock = threading.Lock()
         if self.extra_config is not None:
             for extra in read_extra_model_paths(self.extra_config):
                 self.add_folder(extra.kind, extra.path, is_default=extra.is_default)
-
-    @classmethod
-    def empty(cls) -> ModelPaths:
-        """No folders of any kind: every listing is empty and every name is not found."""
-        paths = cls.__new__(cls)
-        paths.models_dir, paths.extra_config = None, None
-        paths._folders = {kind: [] for kind in DEFAULT_FOLDERS}
-        paths._cache, paths._lock = {}, threading.Lock()
-        return paths
 
     # -- folders ---------------------------------------------------------------------------------------------
 

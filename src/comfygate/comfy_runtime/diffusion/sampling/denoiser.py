@@ -15,7 +15,6 @@ equivalent to ComfyUI's repeat-to-common-length batching because repeated tokens
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -87,18 +86,6 @@ def _mask_bounds(mask: torch.Tensor) -> Area:
     return (max(8, y1 - y0 + 1), max(8, x1 - x0 + 1), y0, x0)
 
 
-def _extra_inputs(extra_conds: Any, options: dict, latent_hw: tuple[int, int], what: str) -> dict[str, Any]:
-    """``model.extra_conds(options, latent_hw)``, telling it the side (``prompt_type``) when it takes one:
-    the SDXL refiner's default aesthetic score differs between positive and negative."""
-    try:
-        params = inspect.signature(extra_conds).parameters.values()
-    except (TypeError, ValueError):
-        params = ()
-    if any(p.name == "prompt_type" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return dict(extra_conds(options, latent_hw, prompt_type=what))
-    return dict(extra_conds(options, latent_hw))
-
-
 def prepare_conditioning(
     conditioning: Any,
     what: str,
@@ -135,7 +122,8 @@ def prepare_conditioning(
             sigma_start = model_sampling.percent_to_sigma(float(options["start_percent"]))
         if "end_percent" in options:
             sigma_end = model_sampling.percent_to_sigma(float(options["end_percent"]))
-        extra = _extra_inputs(extra_conds, options, latent_hw, what) if callable(extra_conds) else {}
+        # The side matters: the SDXL refiner's default aesthetic score differs between positive and negative.
+        extra = dict(extra_conds(options, latent_hw, prompt_type=what)) if callable(extra_conds) else {}
         extra = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in extra.items()}
         prepared.append(
             PreparedCond(
