@@ -1,4 +1,4 @@
-"""Pixel checks on real images, through the gate with the integrity-only policy."""
+"""Pixel checks on real images, through the gate: natural-looking images pass, each failure has its code."""
 
 from __future__ import annotations
 
@@ -9,46 +9,70 @@ import warnings
 import numpy as np
 import pytest
 from PIL import Image
-from sentinel_images import candidate, encode, flat, gaussian_noise, pixels_of, scene, uniform_noise
+from sentinel_images import (
+    NATURAL,
+    blurred,
+    candidate,
+    encode,
+    flat,
+    gaussian_noise,
+    landscape,
+    mostly_white,
+    nan_pixels,
+    pixels_of,
+    scene,
+    truncated_png,
+    uniform_noise,
+)
 
 from comfygate.sentinel import Candidate, Policy, Sentinel
 
+PIXEL_CHECKS = ["decode", "finite", "blank", "noise", "blur", "colour_entropy"]
 
-def evaluate(cand: Candidate, sentinel: Sentinel | None = None):
-    verdict = (sentinel or Sentinel()).evaluate(cand, Policy.integrity_only())
+
+def evaluate(cand: Candidate, policy: Policy | None = None, sentinel: Sentinel | None = None):
+    verdict = (sentinel or Sentinel()).evaluate(cand, policy or Policy.default())
     return verdict, {check.name: check for check in verdict.checks}
 
 
-@pytest.mark.parametrize("size", [64, 256, 512])
-def test_gradient_with_shapes_passes_every_integrity_check(size):
-    verdict, checks = evaluate(candidate(scene(size)))
+@pytest.mark.parametrize("size", [64, 256, 800])
+@pytest.mark.parametrize("name", sorted(NATURAL))
+def test_natural_looking_images_pass_every_pixel_check(name, size):
+    verdict, checks = evaluate(candidate(NATURAL[name](size)))
 
-    assert verdict.passed and not verdict.flagged and verdict.reasons == []
-    assert [c.name for c in verdict.checks] == ["decode", "finite", "blank", "noise"]
-    assert all(c.status == "passed" and c.reason is None for c in verdict.checks)
-    assert checks["blank"].score > 0.2
-    assert checks["noise"].score > 0.8
+    assert verdict.decision == "pass", verdict.reasons
+    assert verdict.flags == [] and verdict.reason_codes == []
+    for check in PIXEL_CHECKS:
+        assert checks[check].status == "passed", (check, checks[check].reason)
+    assert checks["blank"].score > 0.1
+    assert checks["noise"].score > 0.5
+    assert checks["blur"].score > 20  # well clear of the flag threshold (10)
+    assert checks["colour_entropy"].score > 3  # well clear of the flag threshold (1)
 
 
-def test_flat_colour_fails_blank_and_passes_noise_without_dividing_by_zero():
+@pytest.mark.parametrize(("colour", "label"), [((0, 0, 0), "black"), ((255, 255, 255), "white"),
+                                               ((90, 120, 200), "uniform colour")])
+def test_flat_frames_are_rejected_as_blank_without_dividing_by_zero(colour, label):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a 0/0 would surface as a RuntimeWarning
-        verdict, checks = evaluate(candidate(flat(128)))
+        verdict, checks = evaluate(candidate(flat(128, colour)))
 
-    assert not verdict.passed
-    assert checks["blank"].status == "failed"
+    assert verdict.decision == "reject" and verdict.retryable, label
+    assert verdict.reason_codes == ["blank"]
     assert checks["blank"].score == 0.0
-    assert checks["blank"].threshold == 0.02
+    assert checks["blank"].thresholds == {"reject": 0.02}
     assert "near-uniform" in checks["blank"].reason
-    assert checks["noise"].status == "passed" and checks["noise"].score == 1.0
-    assert verdict.reasons == [f"blank: {checks['blank'].reason}"]
+    # Stop at the first reject: the later checks did not run, and say why.
+    for name in ("noise", "duplicate", "clip_alignment", "blur", "colour_entropy"):
+        assert checks[name].status == "not_run"
+        assert checks[name].reason == "skipped: blank rejected the image"
 
 
-def test_almost_flat_image_fails_blank():
+def test_almost_flat_image_is_blank():
     rng = np.random.default_rng(1)
     faint = np.clip(120 + rng.normal(0, 1.0, (64, 64, 3)), 0, 255).astype(np.uint8)
     _, checks = evaluate(candidate(Image.fromarray(faint)))
-    assert checks["blank"].status == "failed"
+    assert checks["blank"].code == "blank"
     assert 0 < checks["blank"].score < 0.02
 
 
@@ -61,79 +85,111 @@ def test_two_colours_of_equal_brightness_are_not_blank():
 
 
 @pytest.mark.parametrize("make_noise", [uniform_noise, gaussian_noise])
-def test_pure_noise_fails_noise(make_noise):
+def test_pure_noise_is_rejected_as_noise(make_noise):
     verdict, checks = evaluate(candidate(make_noise(128)))
 
-    assert not verdict.passed
-    assert checks["noise"].status == "failed"
+    assert verdict.decision == "reject" and verdict.retryable
+    assert verdict.reason_codes == ["noise"]
     assert abs(checks["noise"].score) < 0.1
-    assert "noise" in checks["noise"].reason
+    assert "looks like noise" in checks["noise"].reason
     assert checks["blank"].status == "passed"  # noise has plenty of spread; only the noise check sees it
 
 
-def test_large_images_are_judged_too():
-    assert evaluate(candidate(scene(1100)))[0].passed
-    assert not evaluate(candidate(uniform_noise(1100)))[0].passed
+def test_large_noise_is_caught_after_downscaling():
+    assert evaluate(candidate(uniform_noise(1100)))[0].reason_codes == ["noise"]
 
 
-def test_nan_pixels_fail_finite_and_the_reason_counts_them():
-    pixels = pixels_of(scene(32))
-    pixels[0, 0, 0] = np.nan
-    pixels[1, 1, :] = np.nan
-    pixels[2, 2, 1] = np.inf
+def test_nan_pixels_are_rejected_as_not_finite_and_not_retried():
     cand = candidate(scene(32))
-    cand.pixels = pixels
+    cand.pixels = pixels_of(scene(32))
+    cand.pixels[0, 0, 0] = np.nan
+    cand.pixels[1, 1, :] = np.nan
+    cand.pixels[2, 2, 1] = np.inf
 
     verdict, checks = evaluate(cand)
 
-    assert not verdict.passed
-    assert checks["finite"].status == "failed"
+    assert verdict.decision == "reject" and not verdict.retryable
+    assert verdict.reason_codes == ["not_finite"]
     assert "5 of 3072" in checks["finite"].reason
     assert "4 NaN, 1 Inf" in checks["finite"].reason
     assert checks["finite"].score == pytest.approx(1 - 5 / 3072)
+    assert checks["blank"].reason == "skipped: finite rejected the image"
+
+
+def test_a_nan_tensor_behind_a_good_looking_png_is_caught():
+    cand = candidate(landscape(64))
+    cand.pixels = nan_pixels(landscape(64))
+    verdict, _ = evaluate(cand)
+    assert verdict.reason_codes == ["not_finite"] and not verdict.retryable
 
 
 def test_finite_is_not_run_without_pixels_and_passes_integer_pixels():
     _, checks = evaluate(candidate(scene(32), with_pixels=False))
     assert checks["finite"].status == "not_run"
-    assert "no raw pixels" in checks["finite"].reason
+    assert checks["finite"].reason == "no raw pixels were given"
 
     cand = candidate(scene(32))
     cand.pixels = np.asarray(scene(32))  # uint8
     assert evaluate(cand)[1]["finite"].status == "passed"
 
+    cand.pixels = np.zeros((0, 3), np.float32)
+    assert evaluate(cand)[1]["finite"].code == "not_finite"
 
-def test_wrong_declared_size_fails_decode():
+
+def test_wrong_declared_size_is_rejected_without_retry():
     verdict, checks = evaluate(candidate(scene(64), declared=(64, 48)))
 
-    assert not verdict.passed
-    assert checks["decode"].status == "failed"
+    assert verdict.decision == "reject" and not verdict.retryable
+    assert checks["decode"].code == "wrong_size"
     assert checks["decode"].reason == "height is 64, expected 48"
-    assert checks["blank"].status == "passed"  # the image decoded, so it is still looked at
+    assert checks["decode"].score == 0.0
 
 
-def test_garbage_bytes_fail_decode_and_the_image_checks_do_not_run():
-    verdict, checks = evaluate(Candidate(data=b"not an image at all", content_type="image/png"))
+def test_wrong_declared_mode_is_rejected():
+    cand = candidate(scene(64))
+    cand.expected_mode = "RGBA"
+    _, checks = evaluate(cand)
+    assert checks["decode"].code == "wrong_mode"
+    assert checks["decode"].reason == "mode is RGB, expected RGBA"
 
-    assert not verdict.passed
-    assert checks["decode"].status == "failed"
-    assert "does not decode" in checks["decode"].reason
-    for name in ("blank", "noise"):
+    cand.expected_mode = "RGB"
+    assert evaluate(cand)[1]["decode"].status == "passed"
+
+
+@pytest.mark.parametrize("data", [b"not an image at all", truncated_png(scene(64))],
+                         ids=["garbage", "truncated png"])
+def test_undecodable_data_is_rejected_without_retry(data):
+    verdict, checks = evaluate(Candidate(data=data, content_type="image/png"))
+
+    assert verdict.decision == "reject" and not verdict.retryable
+    assert verdict.reason_codes == ["undecodable"]
+    assert checks["decode"].score == 0.0
+    assert checks["blank"].reason == "skipped: decode rejected the image"
+
+
+def test_with_decode_off_an_undecodable_image_leaves_the_image_checks_not_run():
+    policy = Policy.from_dict({"checks": {"decode": "off"}})
+    verdict, checks = evaluate(Candidate(data=b"garbage", content_type="image/png"), policy)
+
+    assert checks["decode"].reason == "off in this policy"
+    for name in ("blank", "noise", "duplicate", "blur", "colour_entropy"):
         assert checks[name].status == "not_run"
-        assert checks[name].reason.startswith("the image did not decode")
-    assert verdict.reasons == [f"decode: {checks['decode'].reason}"]
+        assert checks[name].reason.startswith("the image did not decode: data does not decode")
+    assert verdict.decision == "pass"  # nothing failed: the policy chose not to check
 
 
-def test_truncated_png_fails_decode():
-    data = encode(scene(64))
-    _, checks = evaluate(Candidate(data=data[: len(data) // 2], content_type="image/png"))
-    assert checks["decode"].status == "failed"
+def test_decode_in_the_review_band_holds_instead_of_rejecting():
+    policy = Policy.from_dict({"checks": {"decode": "review"}})
+    verdict, checks = evaluate(candidate(scene(64), declared=(32, 32)), policy)
+    assert verdict.decision == "review" and not verdict.retryable
+    assert checks["decode"].band == "review"
+    assert checks["blank"].status == "passed"  # a review-band failure does not stop the checks
 
 
 def test_content_type_must_match_the_format():
     data = encode(scene(32), "JPEG")
     _, checks = evaluate(Candidate(data=data, content_type="image/png"))
-    assert checks["decode"].status == "failed"
+    assert checks["decode"].code == "wrong_type"
     assert "JPEG" in checks["decode"].reason
 
     _, checks = evaluate(Candidate(data=data, content_type="image/jpeg"))
@@ -141,34 +197,70 @@ def test_content_type_must_match_the_format():
 
 
 def test_decompression_bomb_guard_refuses_before_loading():
-    _, checks = evaluate(candidate(scene(64)), Sentinel(max_pixels=64 * 63))
-    assert checks["decode"].status == "failed"
+    _, checks = evaluate(candidate(scene(64)), sentinel=Sentinel(max_pixels=64 * 63))
+    assert checks["decode"].code == "undecodable"
     assert "more than 4032 pixels" in checks["decode"].reason
-    assert checks["blank"].status == "not_run"
 
 
 @pytest.mark.parametrize("mode", ["L", "RGBA", "P", "I;16", "1"])
 def test_other_pixel_modes_are_judged(mode):
-    source = scene(64)
+    source = landscape(64)
     if mode == "I;16":
-        levels = np.asarray(source.convert("L"), dtype=np.uint16) * 257
-        image = Image.fromarray(levels)
+        image = Image.fromarray(np.asarray(source.convert("L"), dtype=np.uint16) * 257)
     elif mode == "1":
-        image = source.convert("1", dither=Image.Dither.NONE)  # dithering would make it noise-like
+        image = scene(64).convert("1", dither=Image.Dither.NONE)  # dithering would make it noise-like
     else:
         image = source.convert(mode)
     cand = Candidate(data=encode(image), content_type="image/png", expected_width=64, expected_height=64)
-    verdict, _ = evaluate(cand)
+    verdict, checks = evaluate(cand, Policy.integrity_only())
     assert verdict.passed, verdict.reasons
 
 
-def test_one_pixel_wide_image_has_no_neighbours_to_fault():
+def test_blurry_images_are_flagged_but_pass():
+    verdict, checks = evaluate(candidate(blurred(landscape(256))))
+
+    assert verdict.decision == "pass"
+    assert checks["blur"].status == "flagged" and checks["blur"].band == "flag"
+    assert checks["blur"].code == "blurry"
+    assert checks["blur"].score < 10
+    assert verdict.reason_codes == ["blurry"]
+    assert verdict.flags == [f"blur: {checks['blur'].reason}"] and verdict.reasons == []
+
+
+def test_images_of_almost_one_colour_are_flagged_for_low_colour_entropy():
+    verdict, checks = evaluate(candidate(mostly_white()))
+
+    assert verdict.decision == "pass"
+    assert checks["blank"].status == "passed"  # a dark mark on white has spread; it is not blank
+    assert checks["colour_entropy"].code == "low_colour_entropy"
+    assert checks["colour_entropy"].score < 1.0
+    assert verdict.reason_codes == ["low_colour_entropy"]
+
+
+def test_colour_entropy_counts_colours():
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[:, 32:] = 255  # two colours in equal shares: exactly one bit
+    _, checks = evaluate(candidate(Image.fromarray(image)))
+    assert checks["colour_entropy"].score == pytest.approx(1.0)
+    assert checks["colour_entropy"].status == "passed"  # flagged only below 1.0
+
+
+def test_a_soft_check_can_be_made_stricter_and_never_rejects():
+    policy = Policy.from_dict({"checks": {"blur": {"flag": 10_000}, "colour_entropy": {"flag": 12}}})
+    verdict, checks = evaluate(candidate(landscape(128)), policy)
+    assert verdict.decision == "pass"
+    assert verdict.reason_codes == ["blurry", "low_colour_entropy"]
+
+
+def test_tiny_images_have_nothing_to_fault():
     image = Image.fromarray(np.linspace(0, 255, 40).astype(np.uint8).reshape(40, 1))
-    _, checks = evaluate(candidate(image))
+    _, checks = evaluate(candidate(image), Policy.integrity_only())
     assert checks["noise"].status == "passed"
 
-    _, checks = evaluate(candidate(Image.new("RGB", (1, 1), (255, 0, 0))))
+    _, checks = evaluate(candidate(Image.new("RGB", (2, 2), (255, 0, 0))), Policy.from_dict({"checks": {
+        "blank": "off"}}))
     assert checks["noise"].score == 1.0
+    assert checks["blur"].reason == "image is smaller than 3x3 pixels"
 
 
 def test_pixel_checks_do_not_import_torch_or_the_other_packages():
@@ -178,7 +270,7 @@ def test_pixel_checks_do_not_import_torch_or_the_other_packages():
         "from PIL import Image\n"
         "from comfygate.sentinel import Candidate, Policy, Sentinel\n"
         "buffer = io.BytesIO(); Image.new('RGB', (8, 8), 'red').save(buffer, 'PNG')\n"
-        "Sentinel().evaluate(Candidate(buffer.getvalue(), 'image/png'), Policy.from_dict(None), 'a cat')\n"
+        "Sentinel().evaluate(Candidate(buffer.getvalue(), 'image/png', prompt='a cat'), Policy.from_dict(None))\n"
         "loaded = [m for m in ('torch', 'open_clip', 'comfygate.platform', 'comfygate.comfy_runtime')\n"
         "          if m in sys.modules]\n"
         "print(loaded)\n"
@@ -188,7 +280,7 @@ def test_pixel_checks_do_not_import_torch_or_the_other_packages():
 
 
 def test_evaluation_is_repeatable():
-    cand = candidate(scene(32))
+    cand = candidate(landscape(64))
     sentinel = Sentinel()
-    first = sentinel.evaluate(cand, Policy.integrity_only()).to_dict()
-    assert sentinel.evaluate(cand, Policy.integrity_only()).to_dict() == first
+    first = sentinel.evaluate(cand, Policy.default()).to_dict()
+    assert sentinel.evaluate(cand, Policy.default()).to_dict() == first

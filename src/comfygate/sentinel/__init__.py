@@ -1,31 +1,51 @@
 """The sentinel: a quality gate that judges every workflow output before a caller sees it.
 
-``Sentinel(clip).evaluate(candidate, policy, prompt_text) -> Verdict``. Pixel checks (decode, finite, blank,
-noise) need only numpy and Pillow; the prompt-alignment check uses a ``ClipScorer``, which imports torch and
-open_clip on first use. Nothing here imports ``comfygate.platform`` or ``comfygate.comfy_runtime``.
+``Sentinel(scorers).evaluate_batch(candidates, policy.resolve(recent_scores), recent_outputs) -> [Verdict]``.
+Pixel checks (decode, finite, blank, noise, duplicate, blur, colour entropy) need only numpy and Pillow; the
+learned checks (prompt alignment, aesthetic, NSFW) use ``Scorers``, which import torch and open_clip on first
+use. Nothing here imports ``comfygate.platform`` or ``comfygate.comfy_runtime``.
 """
 
 from .candidate import Candidate
+from .check_specs import CHECK_NAMES, REASON_CODES
+from .checks import DEFAULT_MAX_PIXELS
 from .clip import ClipScorer, config_sidecar_path, register_model_config
 from .errors import PolicyInvalid, ScorerUnavailable, SentinelError
 from .gate import Sentinel
-from .policy import ACTIONS, CHECK_NAMES, DEFAULT_THRESHOLDS, CheckSettings, Policy
-from .verdict import CheckResult, Verdict
+from .hashing import ImageHash, RecentOutput, hamming, image_hash, perceptual_hash, phash_from_hex, phash_hex
+from .heads import EmbeddingHead
+from .policy import DEFAULT_POLICY, CheckConfig, Percentile, Policy, ResolvedCheck, ResolvedPolicy
+from .scorers import Scorers
+from .verdict import NON_RETRYABLE_CHECKS, CheckResult, Verdict
 
 __all__ = [
-    "ACTIONS",
     "CHECK_NAMES",
-    "DEFAULT_THRESHOLDS",
+    "DEFAULT_MAX_PIXELS",
+    "DEFAULT_POLICY",
+    "NON_RETRYABLE_CHECKS",
+    "REASON_CODES",
     "Candidate",
+    "CheckConfig",
     "CheckResult",
-    "CheckSettings",
     "ClipScorer",
+    "EmbeddingHead",
+    "ImageHash",
+    "Percentile",
     "Policy",
     "PolicyInvalid",
+    "RecentOutput",
+    "ResolvedCheck",
+    "ResolvedPolicy",
     "ScorerUnavailable",
+    "Scorers",
     "Sentinel",
     "SentinelError",
     "Verdict",
     "config_sidecar_path",
+    "hamming",
+    "image_hash",
+    "perceptual_hash",
+    "phash_from_hex",
+    "phash_hex",
     "register_model_config",
 ]

@@ -1,4 +1,4 @@
-"""What the sentinel judges: one output file, plus the raw pixels it was encoded from when known."""
+"""What the sentinel judges: one output file, plus what is known about how it was made."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ class Candidate:
     """One output to judge.
 
     ``data`` is the encoded file exactly as the caller would receive it, ``content_type`` the media type it
-    will be served with. ``expected_width``/``expected_height`` are the size the workflow declared, when
-    known. ``pixels`` are the raw values the file was encoded from (float ``[H, W, C]`` in 0..1); they may
-    hold NaN/Inf, which encoding to PNG would hide, so the finite check reads them rather than the file.
+    will be served with. ``expected_width``/``expected_height``/``expected_mode`` (a Pillow mode such as
+    ``"RGB"``) are what the workflow declared, when known. ``pixels`` are the raw values the file was encoded
+    from (float ``[H, W, C]`` in 0..1); they may hold NaN/Inf, which encoding to PNG would hide, so the
+    finite check reads them rather than the file. ``prompt`` is the text the prompt-alignment check compares
+    the image with. ``request_key`` identifies the request that produced it: the duplicate check ignores
+    recent outputs with the same key, since repeating a request may rightly repeat its image.
     """
 
     data: bytes
     content_type: str
     expected_width: int | None = None
     expected_height: int | None = None
+    expected_mode: str | None = None
     pixels: np.ndarray | None = None
+    prompt: str | None = None
+    request_key: str | None = None

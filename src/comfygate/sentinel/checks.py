@@ -1,7 +1,8 @@
-"""Pixel checks: cheap, model-free tests that run on every output (numpy + Pillow only).
+"""Pixel checks: cheap, model-free measurements that run on every output (numpy + Pillow only), and the
+functions that turn a measurement and a resolved check into a ``CheckResult``.
 
-Each check takes what it inspects plus its ``CheckSettings`` and returns a ``CheckResult``. The gate
-decodes the file once and hands the same 8-bit image to the blank and noise checks.
+The gate decodes the file once (``decode``), converts it once (``PreparedImage``), and hands the same
+pixels to every check that looks at them.
 """
 
 from __future__ import annotations
@@ -9,86 +10,85 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from PIL import Image
 
 from .candidate import Candidate
-from .policy import CheckSettings
+from .check_specs import CHECKS
+from .policy import ResolvedCheck
 from .verdict import CheckResult
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "Decoded",
+    "PreparedImage",
     "decode",
     "image_8bit",
-    "check_finite",
-    "check_blank",
-    "check_noise",
+    "finite_fraction",
+    "blank_score",
+    "noise_score",
+    "blur_score",
+    "colour_entropy",
+    "yes_no_result",
+    "judge",
     "not_run",
 ]
 
 DEFAULT_MAX_PIXELS = 64_000_000
-# Larger images are box-averaged down to about this side before the noise check (cost bound).
-_NOISE_MAX_SIDE = 512
+# Larger images are box-averaged down to about this side for the noise, blur and entropy checks (cost bound).
+SMALL_MAX_SIDE = 512
 # Errors Pillow raises on data it cannot decode: unknown format (UnidentifiedImageError is an OSError),
 # truncated or corrupt data (OSError, SyntaxError from some plugins, ValueError on bad tile layouts).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
+# ---- decoding ---------------------------------------------------------------------------------------------
+
 @dataclass
 class Decoded:
-    """Outcome of decoding a candidate: the decode check's result, and the image when it decoded."""
+    """Outcome of decoding a candidate: the image when it decoded, and the first problem found, if any.
 
-    result: CheckResult
-    image: Image.Image | None
-
-
-def not_run(name: str, settings: CheckSettings, reason: str) -> CheckResult:
-    return CheckResult(name, "not_run", settings.action, None, settings.threshold, reason)
-
-
-def _failed(name: str, settings: CheckSettings, score: float | None, reason: str) -> CheckResult:
-    return CheckResult(name, "failed", settings.action, score, settings.threshold, reason)
-
-
-def _passed(name: str, settings: CheckSettings, score: float | None) -> CheckResult:
-    return CheckResult(name, "passed", settings.action, score, settings.threshold, None)
-
-
-def decode(candidate: Candidate, settings: CheckSettings, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """The "decode" check: the bytes are a complete image of the declared type and size.
-
-    Score 1.0 when it decoded as declared, else 0.0. The image is returned even when only the declared
-    size or type is wrong, so the other checks can still look at it.
+    ``code``/``problems`` describe a decode-check failure (undecodable, wrong type, size or mode); the
+    image is kept when only the declared type, size or mode is wrong, so hashing can still see it.
     """
-    name = "decode"
+
+    image: Image.Image | None
+    code: str | None = None
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.code is None
+
+
+def decode(candidate: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode the file fully and compare it with what was declared: media type, size, Pillow mode."""
     try:
         image = Image.open(io.BytesIO(candidate.data))
         # Image.open reads only the header: refuse a decompression bomb before load() allocates it.
         width, height = image.size
         if width * height > max_pixels:
-            return Decoded(
-                _failed(name, settings, 0.0, f"image is {width}x{height}, more than {max_pixels} pixels"),
-                None,
-            )
+            return Decoded(None, "undecodable", (f"image is {width}x{height}, more than {max_pixels} pixels",))
         image.load()
     except _DECODE_ERRORS as exc:
-        return Decoded(_failed(name, settings, 0.0, f"data does not decode as an image ({exc})"), None)
+        return Decoded(None, "undecodable", (f"data does not decode as an image ({exc})",))
 
-    problems = []
+    found: list[tuple[str, str]] = []  # (code, problem), the first one names the failure
     declared_type = candidate.content_type.split(";", 1)[0].strip().lower()
     actual_type = Image.MIME.get(image.format or "", f"image/{(image.format or 'unknown').lower()}")
     if declared_type != actual_type:
-        problems.append(f"content type is {candidate.content_type!r} but the data is {image.format}")
-    expected = (candidate.expected_width, candidate.expected_height)
-    if expected[0] is not None and expected[0] != width:
-        problems.append(f"width is {width}, expected {expected[0]}")
-    if expected[1] is not None and expected[1] != height:
-        problems.append(f"height is {height}, expected {expected[1]}")
-    if problems:
-        return Decoded(_failed(name, settings, 0.0, "; ".join(problems)), image)
-    return Decoded(_passed(name, settings, 1.0), image)
+        found.append(("wrong_type", f"content type is {candidate.content_type!r} but the data is {image.format}"))
+    if candidate.expected_width is not None and candidate.expected_width != width:
+        found.append(("wrong_size", f"width is {width}, expected {candidate.expected_width}"))
+    if candidate.expected_height is not None and candidate.expected_height != height:
+        found.append(("wrong_size", f"height is {height}, expected {candidate.expected_height}"))
+    if candidate.expected_mode is not None and candidate.expected_mode != image.mode:
+        found.append(("wrong_mode", f"mode is {image.mode}, expected {candidate.expected_mode}"))
+    if found:
+        return Decoded(image, found[0][0], tuple(problem for _, problem in found))
+    return Decoded(image)
 
 
 def image_8bit(image: Image.Image) -> Image.Image:
@@ -101,38 +101,53 @@ def image_8bit(image: Image.Image) -> Image.Image:
     return image.convert("L" if grey else "RGB")
 
 
-def check_finite(pixels: np.ndarray | None, settings: CheckSettings) -> CheckResult:
-    """The "finite" check: the raw pixel values hold no NaN or Inf. Score: the finite fraction."""
-    name = "finite"
-    if pixels is None:
-        return not_run(name, settings, "no raw pixels were given")
+class PreparedImage:
+    """One decoded image in the forms the checks read, each made once: full-size 8-bit, and a copy
+    box-averaged to at most ``SMALL_MAX_SIDE`` pixels a side (in RGB and grey)."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self.image8 = image_8bit(image)
+
+    @cached_property
+    def small(self) -> Image.Image:
+        factor = math.ceil(max(self.image8.size) / SMALL_MAX_SIDE)
+        # Box-averaging keeps structure correlated and noise independent, and bounds the cost.
+        return self.image8.reduce(factor) if factor > 1 else self.image8
+
+    @cached_property
+    def small_grey(self) -> np.ndarray:
+        """[H, W] float64 of whole numbers 0..255."""
+        small = self.small
+        return np.asarray(small if small.mode == "L" else small.convert("L"), dtype=np.float64)
+
+    @cached_property
+    def small_rgb(self) -> np.ndarray:
+        """[H, W, 3] uint8."""
+        small = self.small
+        return np.asarray(small if small.mode == "RGB" else small.convert("RGB"))
+
+
+# ---- measurements -------------------------------------------------------------------------------------------
+
+def finite_fraction(pixels: np.ndarray) -> tuple[float, str | None]:
+    """The share of raw pixel values that are finite, and a description of the others (None when all are)."""
     values = np.asarray(pixels)
     if values.size == 0:
-        return _failed(name, settings, 0.0, f"raw pixels are empty (shape {values.shape})")
+        return 0.0, f"raw pixels are empty (shape {values.shape})"
     if not np.issubdtype(values.dtype, np.inexact):
-        return _passed(name, settings, 1.0)  # integers cannot be NaN or Inf
-    finite = np.isfinite(values)
-    bad = int(values.size - np.count_nonzero(finite))
-    score = 1.0 - bad / values.size
-    if bad:
-        nan = int(np.count_nonzero(np.isnan(values)))
-        return _failed(
-            name, settings, score,
-            f"{bad} of {values.size} raw pixel values are not finite ({nan} NaN, {bad - nan} Inf)",
-        )
-    return _passed(name, settings, score)
+        return 1.0, None  # integers cannot be NaN or Inf
+    bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+    if not bad:
+        return 1.0, None
+    nan = int(np.count_nonzero(np.isnan(values)))
+    return 1.0 - bad / values.size, f"{bad} of {values.size} raw pixel values are not finite ({nan} NaN, " \
+                                    f"{bad - nan} Inf)"
 
 
-def check_blank(image: Image.Image, settings: CheckSettings) -> CheckResult:
-    """The "blank" check on an 8-bit image: it is not one flat colour.
-
-    Score: the largest per-channel standard deviation, in 0..1, so an image of two colours with the same
-    brightness still counts as having content. Computed exactly from the histogram (fast, and a flat
-    image scores exactly 0).
-    """
-    name = "blank"
-    assert settings.threshold is not None  # the policy gives every scored check a threshold
-    histogram = np.array(image.histogram(), dtype=np.int64).reshape(-1, 256)  # [bands, 256]
+def blank_score(image8: Image.Image) -> float:
+    """The largest per-channel standard deviation, in 0..1: two colours of equal brightness still count as
+    content. Computed exactly from the histogram (fast, and a flat image scores exactly 0)."""
+    histogram = np.array(image8.histogram(), dtype=np.int64).reshape(-1, 256)  # [bands, 256]
     levels = np.arange(256, dtype=np.int64)
     count = int(histogram[0].sum())
     spreads = []
@@ -140,43 +155,22 @@ def check_blank(image: Image.Image, settings: CheckSettings) -> CheckResult:
         # Python ints: count * sum of squares overflows int64 on large images.
         total, squares = int(band @ levels), int(band @ (levels * levels))
         spreads.append(math.sqrt(count * squares - total * total) / count / 255.0)
-    score = max(spreads)
-    if score < settings.threshold:
-        return _failed(
-            name, settings, score,
-            f"image is blank or near-uniform (colour spread {score:.4f} < {settings.threshold})",
-        )
-    return _passed(name, settings, score)
+    return max(spreads)
 
 
-def check_noise(image: Image.Image, settings: CheckSettings) -> CheckResult:
-    """The "noise" check on an 8-bit image: it has spatial structure, i.e. is not pure noise.
+def noise_score(grey: np.ndarray) -> float:
+    """Mean correlation of each pixel's brightness with its right and lower neighbour, -1..1.
 
-    Score: the correlation of each pixel's brightness with its right and lower neighbour (mean of the
-    two). Images of things, photos or drawings, score about 0.8..1.0; independent noise scores about 0.
-    A uniform image has no variance to correlate; it scores 1.0 here and is the blank check's concern.
+    Images of things score about 0.8..1.0; independent noise about 0. A uniform image has no variance to
+    correlate: it scores 1.0 here and is the blank check's concern.
     """
-    name = "noise"
-    assert settings.threshold is not None
-    grey = image.convert("L") if image.mode != "L" else image
-    factor = math.ceil(max(grey.size) / _NOISE_MAX_SIDE)
-    if factor > 1:
-        # Box-averaging keeps structure correlated and noise independent, and bounds the cost.
-        grey = grey.reduce(factor)
-    luma = np.asarray(grey, dtype=np.float64)  # [H, W], whole numbers 0..255
     pairs = []
-    if luma.shape[1] > 1:
-        pairs.append((luma[:, :-1], luma[:, 1:]))  # horizontal neighbours
-    if luma.shape[0] > 1:
-        pairs.append((luma[:-1, :], luma[1:, :]))  # vertical neighbours
+    if grey.shape[1] > 1:
+        pairs.append((grey[:, :-1], grey[:, 1:]))  # horizontal neighbours
+    if grey.shape[0] > 1:
+        pairs.append((grey[:-1, :], grey[1:, :]))  # vertical neighbours
     correlations = [_correlation(a, b) for a, b in pairs]
-    score = float(np.mean(correlations)) if correlations else 1.0
-    if score < settings.threshold:
-        return _failed(
-            name, settings, score,
-            f"image looks like noise (neighbour correlation {score:.3f} < {settings.threshold})",
-        )
-    return _passed(name, settings, score)
+    return float(np.mean(correlations)) if correlations else 1.0
 
 
 def _correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -187,7 +181,60 @@ def _correlation(a: np.ndarray, b: np.ndarray) -> float:
     covariance = n * int(np.einsum("ij,ij->", a, b)) - sum_a * sum_b
     variance_a = n * int(np.einsum("ij,ij->", a, a)) - sum_a * sum_a
     variance_b = n * int(np.einsum("ij,ij->", b, b)) - sum_b * sum_b
-    # A flat strip has no variance: nothing to correlate, so no evidence of noise.
     if variance_a == 0 or variance_b == 0:
-        return 1.0
+        return 1.0  # a flat strip: nothing to correlate, so no evidence of noise
     return covariance / math.sqrt(variance_a * variance_b)
+
+
+def blur_score(grey: np.ndarray) -> float | None:
+    """Variance of the 4-neighbour Laplacian of the grey image (0..255 levels); None below 3x3 pixels.
+
+    Sharp edges and texture give large second differences; a blurred image has few.
+    """
+    if grey.shape[0] < 3 or grey.shape[1] < 3:
+        return None
+    laplacian = (grey[:-2, 1:-1] + grey[2:, 1:-1] + grey[1:-1, :-2] + grey[1:-1, 2:]
+                 - 4.0 * grey[1:-1, 1:-1])  # [H-2, W-2]
+    return float(laplacian.var())
+
+
+def colour_entropy(rgb: np.ndarray) -> float:
+    """Shannon entropy in bits (0..12) of the colour histogram with 4 bits per channel (4096 bins)."""
+    quantised = (rgb >> 4).astype(np.int64)  # [H, W, 3] in 0..15
+    bins = (quantised[..., 0] << 8) | (quantised[..., 1] << 4) | quantised[..., 2]
+    counts = np.bincount(bins.ravel(), minlength=4096)
+    shares = counts[counts > 0] / bins.size
+    return float(max(0.0, -(shares * np.log2(shares)).sum()))  # max(): -0.0 for one colour
+
+
+# ---- turning measurements into results ---------------------------------------------------------------------
+
+def not_run(check: ResolvedCheck, reason: str) -> CheckResult:
+    return CheckResult(check.name, "not_run", None, dict(check.thresholds), dict(check.sources), reason=reason)
+
+
+def yes_no_result(check: ResolvedCheck, score: float, code: str | None, reason: str | None) -> CheckResult:
+    """A yes/no check (decode, finite): ``code`` None means it passed; else it fails in the policy's band."""
+    if code is None:
+        return CheckResult(check.name, "passed", score)
+    return CheckResult(check.name, "failed", score, band=check.action, code=code, reason=reason)
+
+
+def judge(check: ResolvedCheck, score: float, code: str, finding: str, measure: str) -> CheckResult:
+    """Compare a scored or soft check's ``score`` with its bands.
+
+    ``finding`` says what a failure means ("image is blank or near-uniform"), ``measure`` names the score
+    ("colour spread"); the reason reads "<finding> (<measure> 0.01 < reject threshold 0.02)".
+    """
+    higher_is_better = CHECKS[check.name].higher_is_better
+    for band in ("reject", "review", "flag"):
+        if band not in check.thresholds:
+            continue
+        threshold = check.thresholds[band]
+        if score < threshold if higher_is_better else score > threshold:
+            comparison = "<" if higher_is_better else ">"
+            reason = f"{finding} ({measure} {score:.4g} {comparison} {band} threshold {threshold:.4g})"
+            status = "flagged" if band == "flag" else "failed"
+            return CheckResult(check.name, status, score, dict(check.thresholds), dict(check.sources),
+                               band=band, code=code, reason=reason)  # type: ignore[arg-type]
+    return CheckResult(check.name, "passed", score, dict(check.thresholds), dict(check.sources))

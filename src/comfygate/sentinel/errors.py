@@ -4,9 +4,10 @@ All of them derive from one base class, so a caller can catch the whole family::
 
     SentinelError
     ├── PolicyInvalid       a policy document has an unknown key or a bad value; ``.path`` names it
-    └── ScorerUnavailable   a scorer (CLIP) cannot be loaded: missing weights file, unknown model, ...
+    └── ScorerUnavailable   a configured scorer (CLIP, aesthetic or NSFW head) cannot be loaded or run
 
 A check that *fails* is not an error: it is a ``CheckResult`` with status ``"failed"`` in the ``Verdict``.
+A scorer that is unavailable is never treated as a pass or a failure: the error reaches the operator.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ class SentinelError(Exception):
 class PolicyInvalid(SentinelError):
     """A policy document cannot be used as given.
 
-    ``path`` is the dotted key path of the offending value (``"checks.blank.threshold"``), or ``""`` for
-    the document itself; the message starts with it.
+    ``path`` is the dotted key path of the offending value (``"checks.blank.reject"``, ``"retries"``), or
+    ``""`` for the document itself; the message starts with it.
     """
 
     def __init__(self, path: str, message: str) -> None:
