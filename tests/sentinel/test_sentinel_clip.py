@@ -1,4 +1,5 @@
-"""ClipScorer and the prompt-alignment check with a tiny real open_clip model trained by a fixture."""
+"""ClipScorer (embeddings, similarity, loading) and the prompt-alignment check, with a tiny real open_clip model
+trained by a fixture on coloured shapes."""
 
 from __future__ import annotations
 
@@ -9,38 +10,103 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sentinel_images import encode
-from tiny_clip import COLOURS, TINY_CLIP_CONFIG, build_tiny_clip, caption, colour_image
+from tiny_clip import (
+    COLOURS,
+    SHAPES,
+    TINY_CLIP_CONFIG,
+    build_tiny_clip,
+    caption,
+    caption_for,
+    colour_image,
+    shape_image,
+)
 
 from comfygate.sentinel import (
     Candidate,
     ClipScorer,
     Policy,
+    Scorers,
     ScorerUnavailable,
     Sentinel,
     config_sidecar_path,
 )
 
+SHAPE_CAPTIONS = [caption_for(colour, shape) for colour in COLOURS for shape in SHAPES]
 CAPTIONS = [caption(colour) for colour in COLOURS]
 
 
 @pytest.mark.parametrize("colour", list(COLOURS))
-def test_matching_caption_scores_above_every_other(tiny_clip_scorer, colour):
+def test_the_matching_caption_ranks_first_for_every_shape(tiny_clip_scorer, colour):
+    for shape in SHAPES:
+        scores = dict(zip(SHAPE_CAPTIONS, tiny_clip_scorer.similarity(shape_image(colour, shape), SHAPE_CAPTIONS),
+                          strict=True))
+        matched = scores.pop(caption_for(colour, shape))
+        wrong_shape = max(scores[caption_for(colour, other)] for other in SHAPES if other != shape)
+        wrong_colour = max(scores[caption_for(other, shape)] for other in COLOURS if other != colour)
+        assert matched > wrong_shape and matched > wrong_colour, (colour, shape, matched, scores)
+        assert matched > max(scores.values()), (colour, shape, matched, scores)
+        assert min(scores.values()) >= -1.0 and matched <= 1.0
+
+
+@pytest.mark.parametrize("colour", list(COLOURS))
+def test_a_solid_image_matches_its_colour_caption(tiny_clip_scorer, colour):
     scores = dict(zip(CAPTIONS, tiny_clip_scorer.similarity(colour_image(colour), CAPTIONS), strict=True))
     matched = scores.pop(caption(colour))
     assert all(matched > other for other in scores.values()), (colour, matched, scores)
-    assert min(scores.values()) >= -1.0 and matched <= 1.0
 
 
-def test_similarity_of_no_texts_is_empty(tiny_clip_scorer):
-    assert tiny_clip_scorer.similarity(colour_image("red"), []) == []
-    with pytest.raises(TypeError):
+def test_embeddings_are_unit_rows_of_the_model_width(tiny_clip_scorer):
+    images = [shape_image(colour, "circle") for colour in COLOURS]
+    image_embeddings = tiny_clip_scorer.embed_images(images)
+    text_embeddings = tiny_clip_scorer.embed_texts(SHAPE_CAPTIONS)
+
+    assert tiny_clip_scorer.embed_dim == TINY_CLIP_CONFIG["embed_dim"] == 32
+    assert image_embeddings.shape == (4, 32) and image_embeddings.dtype == np.float32
+    assert text_embeddings.shape == (12, 32) and text_embeddings.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(image_embeddings, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(text_embeddings, axis=1), 1.0, atol=1e-5)
+    assert tiny_clip_scorer.embed_images([]).shape == (0, 32)
+    assert tiny_clip_scorer.embed_texts([]).shape == (0, 32)
+    # similarity is the cosine of the two embeddings.
+    np.testing.assert_allclose(tiny_clip_scorer.similarity(images[0], SHAPE_CAPTIONS),
+                               text_embeddings @ image_embeddings[0], atol=1e-5)
+
+
+def test_a_batch_embeds_each_image_as_alone(tiny_clip_scorer):
+    rng = np.random.default_rng(7)
+    # Mixed sizes and modes: each image is preprocessed on its own before the batch is stacked.
+    images = [shape_image(colour, shape, rng, size=size)
+              for colour, shape, size in [("red", "circle", 32), ("blue", "triangle", 64), ("green", "square", 48)]]
+    images += [colour_image("yellow").convert("L"), shape_image("yellow", "square").convert("RGBA")]
+
+    batch = tiny_clip_scorer.embed_images(images)
+    alone = np.concatenate([tiny_clip_scorer.embed_images([image]) for image in images])
+    chunked = tiny_clip_scorer.embed_images(images, batch_size=2)
+
+    np.testing.assert_allclose(batch, alone, atol=1e-5)
+    np.testing.assert_allclose(chunked, alone, atol=1e-5)
+    texts = tiny_clip_scorer.embed_texts(["a red circle", "a blue triangle"])
+    np.testing.assert_allclose(texts, np.concatenate([tiny_clip_scorer.embed_texts([text]) for text in
+                                                      ["a red circle", "a blue triangle"]]), atol=1e-5)
+
+
+def test_one_image_or_one_string_is_not_taken_for_a_sequence(tiny_clip_scorer):
+    with pytest.raises(TypeError, match="not one image"):
+        tiny_clip_scorer.embed_images(shape_image("red", "circle"))
+    with pytest.raises(TypeError, match="not one string"):
+        tiny_clip_scorer.embed_texts("a red circle")
+    with pytest.raises(TypeError, match="not one string"):
         tiny_clip_scorer.similarity(colour_image("red"), "a red image")
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        tiny_clip_scorer.embed_images([colour_image("red")], batch_size=0)
+    assert tiny_clip_scorer.similarity(colour_image("red"), []) == []
 
 
-def colour_candidate(colour: str) -> Candidate:
-    return Candidate(data=encode(colour_image(colour, size=64)), content_type="image/png")
+def shape_candidate(colour: str, shape: str, prompt: str | None) -> Candidate:
+    return Candidate(data=encode(shape_image(colour, shape, size=64)), content_type="image/png", prompt=prompt)
 
 
 def alignment(verdict):
@@ -48,43 +114,33 @@ def alignment(verdict):
 
 
 def test_gate_passes_a_matching_prompt_and_rejects_a_mismatched_one(tiny_clip_scorer):
-    sentinel = Sentinel(clip=tiny_clip_scorer)
-    policy = Policy.from_dict({"checks": {"blank": {"enabled": False}, "clip_alignment": {"threshold": 0.5}}})
+    sentinel = Sentinel(Scorers(clip=tiny_clip_scorer))
+    # The three candidates are one image: the duplicate check would reject the second and third. A caption
+    # right in colour or in shape is half right, so it is not far below the matched one: a high threshold.
+    policy = Policy.from_dict({"checks": {"clip_alignment": {"reject": 0.8}, "duplicate": "off"}})
 
-    matched = sentinel.evaluate(colour_candidate("red"), policy, prompt_text="a red image")
-    mismatched = sentinel.evaluate(colour_candidate("red"), policy, prompt_text="a blue image")
+    prompts = ("a red triangle", "a red circle", "a blue triangle")
+    matched, wrong_shape, wrong_colour = sentinel.evaluate_batch(
+        [shape_candidate("red", "triangle", prompt) for prompt in prompts], policy
+    )
 
-    assert matched.passed and alignment(matched).status == "passed"
-    assert alignment(matched).score > 0.5
-    assert not mismatched.passed
-    assert alignment(mismatched).status == "failed"
-    assert "does not match the prompt" in alignment(mismatched).reason
-    assert mismatched.scores["clip_alignment"] < 0.5
-
-
-def test_gate_flags_a_mismatch_when_the_policy_says_flag(tiny_clip_scorer):
-    policy = Policy.from_dict({"checks": {
-        "blank": {"enabled": False}, "clip_alignment": {"threshold": 0.5, "action": "flag"},
-    }})
-    verdict = Sentinel(clip=tiny_clip_scorer).evaluate(colour_candidate("green"), policy, "a yellow image")
-    assert verdict.passed and verdict.flagged
-    assert verdict.reasons[0].startswith("clip_alignment: ")
+    assert matched.decision == "pass" and alignment(matched).status == "passed"
+    assert alignment(matched).score > 0.8
+    for mismatched in (wrong_shape, wrong_colour):
+        assert mismatched.decision == "reject" and mismatched.retryable
+        assert alignment(mismatched).status == "failed" and alignment(mismatched).code == "prompt_mismatch"
+        assert mismatched.score("clip_alignment") < 0.8
 
 
-def test_clip_check_is_not_run_without_prompt_text(tiny_clip_scorer):
-    sentinel = Sentinel(clip=tiny_clip_scorer)
+def test_clip_check_is_not_run_without_prompt_text_or_decodable_image(tiny_clip_scorer):
+    sentinel = Sentinel(Scorers(clip=tiny_clip_scorer))
     for prompt in (None, "   "):
-        check = alignment(sentinel.evaluate(colour_candidate("red"), Policy.from_dict(None), prompt))
+        check = alignment(sentinel.evaluate(shape_candidate("red", "circle", prompt), Policy.default()))
         assert check.status == "not_run"
         assert check.reason == "no prompt text was given"
-
-
-def test_clip_check_is_not_run_on_an_undecodable_file(tiny_clip_scorer):
-    verdict = Sentinel(clip=tiny_clip_scorer).evaluate(
-        Candidate(b"\x89PNG broken", "image/png"), Policy.from_dict(None), "a red image"
-    )
-    assert alignment(verdict).status == "not_run"
-    assert alignment(verdict).reason.startswith("the image did not decode")
+    broken = Candidate(b"\x89PNG broken", "image/png", prompt="a red image")
+    check = alignment(Sentinel(Scorers(clip=tiny_clip_scorer)).evaluate(broken, Policy.default()))
+    assert check.status == "not_run"
 
 
 def test_threads_share_one_lazily_loaded_model(tiny_clip):
@@ -94,7 +150,7 @@ def test_threads_share_one_lazily_loaded_model(tiny_clip):
     results: list[list[float]] = []
 
     def score() -> None:
-        results.append(scorer.similarity(colour_image("blue"), CAPTIONS))
+        results.append(scorer.similarity(shape_image("blue", "square"), SHAPE_CAPTIONS))
 
     threads = [threading.Thread(target=score) for _ in range(4)]
     for thread in threads:
@@ -119,17 +175,17 @@ def test_a_worker_process_loads_the_model_from_its_two_settings_without_network(
         "socket.socket.connect = refuse\n"
         "socket.create_connection = refuse\n"
         "from comfygate.sentinel import ClipScorer\n"
-        "from tiny_clip import colour_image\n"
+        "from tiny_clip import shape_image\n"
         "scorer = ClipScorer(sys.argv[1], sys.argv[2])\n"
-        "print(json.dumps(scorer.similarity(colour_image('red'), ['a red image', 'a blue image'])))\n"
+        "print(json.dumps(scorer.similarity(shape_image('red', 'circle'), ['a red circle', 'a red square'])))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", script, name, str(weights_path)],
         capture_output=True, text=True, cwd=Path(__file__).parent, check=False,
     )
     assert out.returncode == 0, out.stderr
-    red, blue = json.loads(out.stdout)
-    assert red > blue
+    circle, square = json.loads(out.stdout)
+    assert circle > square
 
 
 def test_config_can_be_given_explicitly(tiny_clip, tmp_path):
