@@ -107,6 +107,23 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "open_clip model name for the prompt-alignment check (e.g. ViT-B-32). Empty: check not run."),
     SettingSpec("clip_weights", "COMFYGATE_CLIP_WEIGHTS",
                 "Local path of the open_clip weights file. Nothing is ever downloaded.", Path),
+    SettingSpec("aesthetic_weights", "COMFYGATE_AESTHETIC_WEIGHTS",
+                "Local path of an aesthetic-score head (LAION aesthetic-predictor layout, .pth or .safetensors) "
+                "on the CLIP image embedding. Needs the CLIP model. Empty: the aesthetic check is not run.", Path),
+    SettingSpec("nsfw_weights", "COMFYGATE_NSFW_WEIGHTS",
+                "Local path of an NSFW head (same layout, one logit) on the CLIP image embedding. Needs the CLIP "
+                "model. Empty: the nsfw check is not run.", Path),
+    SettingSpec("sentinel_batch_size", "COMFYGATE_SENTINEL_BATCH_SIZE",
+                "Images the quality gate embeds with CLIP in one batch on the worker's device. Default 16.", int),
+    SettingSpec("webhook_secret", "COMFYGATE_WEBHOOK_SECRET",
+                "Key of the HMAC-SHA256 signature sent with every webhook (X-Comfygate-Signature: sha256=<hex> "
+                "of the body). Empty: webhooks are sent unsigned."),
+    SettingSpec("webhook_timeout_seconds", "COMFYGATE_WEBHOOK_TIMEOUT_SECONDS",
+                "How long one webhook delivery may take before it counts as failed and is retried. Default 5.",
+                float),
+    SettingSpec("webhook_max_attempts", "COMFYGATE_WEBHOOK_MAX_ATTEMPTS",
+                "Deliveries of one webhook tried (with backoff 1, 2, 4, ... s) before it is recorded as failed. "
+                "Default 6.", int),
     SettingSpec("max_upload_bytes", "COMFYGATE_MAX_UPLOAD_BYTES",
                 "Largest request body accepted (workflow uploads, run inputs with images). Default 20 MiB.",
                 int),
@@ -154,6 +171,12 @@ class Settings:
     worker_health_port: int = 0
     clip_model: str = ""
     clip_weights: Path | None = None
+    aesthetic_weights: Path | None = None
+    nsfw_weights: Path | None = None
+    sentinel_batch_size: int = 16
+    webhook_secret: str = ""
+    webhook_timeout_seconds: float = 5.0
+    webhook_max_attempts: int = 6
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 64_000_000
     heartbeat_seconds: float = 2.0

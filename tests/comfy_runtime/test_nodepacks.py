@@ -112,7 +112,7 @@ def reports_by_name(registry):
 def test_the_shipped_test_packs_load_in_every_form(shipped):
     reports = reports_by_name(shipped)
     assert [r.name for r in shipped.pack_reports] == [
-        "builtin", "caption_nodes", "entrypoint_nodes", "slow_nodes", "text_tools"]
+        "builtin", "caption_nodes", "entrypoint_nodes", "seeded_nodes", "slow_nodes", "text_tools"]
     assert all(r.loaded and not r.error for r in shipped.pack_reports), shipped.pack_reports
     assert reports["text_tools"].node_types == ("TextShout", "TextSplitLines", "TextJoinLines")
     assert reports["text_tools"].path == str(NODE_PACKS / "text_tools")
@@ -165,9 +165,9 @@ def test_broken_packs_are_reported_and_skipped_while_good_ones_load(tmp_path, ca
     assert set(reports) == {
         "builtin", "syntax_error", "raises_at_import", "exits_at_import", "clashes", "malformed", "no_mappings",
         "needs_comfy", "schema_nodes", "entrypoint_fails", "not_a_package", "good",
-        "caption_nodes", "entrypoint_nodes", "slow_nodes", "text_tools"}
+        "caption_nodes", "entrypoint_nodes", "seeded_nodes", "slow_nodes", "text_tools"}
     loaded = {name for name, report in reports.items() if report.loaded}
-    assert loaded == {"builtin", "good", "caption_nodes", "entrypoint_nodes", "slow_nodes", "text_tools"}
+    assert loaded == {"builtin", "good", "caption_nodes", "entrypoint_nodes", "seeded_nodes", "slow_nodes", "text_tools"}
     assert {"GoodNode", "TextShout", "ImageBrightness", "SlowPassImage"} <= set(registry.names())
 
     errors = {name: report.error for name, report in reports.items() if not report.loaded}

@@ -24,7 +24,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO_ROOT / "workflows"
 NODE_PACKS_DIR = REPO_ROOT / "tests" / "nodepacks"
 
-TERMINAL = ("succeeded", "rejected", "failed", "canceled")
+# "held": an output fell in a review band and waits for a person; the worker is done with the run.
+TERMINAL = ("succeeded", "rejected", "held", "failed", "canceled")
 
 # Heartbeats every 0.3 s; a run silent for 2 s is taken as lost; the watchdog looks twice a second.
 FAST_WATCHDOG = {
@@ -55,6 +56,8 @@ def slow_workflow(width: int = 48, height: int = 40) -> dict[str, Any]:
 
 
 SLOW_INPUTS = {"seconds": {"node": "5", "input": "seconds"}, "color": {"node": "1", "input": "color"}}
+# Runs that differ only in how long they wait draw the same picture: repeats are expected, not duplicates.
+SLOW_POLICY = {"checks": {"duplicate": "off"}}
 
 
 def gradient_png(width: int = 64, height: int = 48) -> bytes:

@@ -227,3 +227,78 @@ def test_login_never_redirects_off_site(page, deployment: Deployment, target: st
     page.goto("/login?next=" + quote(target, safe=""))
     _log_in(page, deployment)
     assert page.url == deployment.base_url + "/", page.url
+
+
+def test_edit_a_policy_in_the_console_and_open_calibration(page, deployment: Deployment,  # type: ignore[no-untyped-def]
+                                                           tmp_path: Path) -> None:
+    # A workflow whose flat grey output the default policy rejects; one reviewer decision makes one label.
+    blank = json.loads((REPO_ROOT / "workflows" / "blank.json").read_text())
+    created = deployment.post("/v1/workflows", {"name": "policy-blank", "workflow": blank})
+    assert created.status_code == 201, created.text
+    run = deployment.post("/v1/workflows/policy-blank/runs?wait=60", {"inputs": {}}).json()
+    assert run["status"] == "rejected", run
+    decided = deployment.post(f"/v1/review/{run['outputs'][0]['id']}", {"decision": "reject"})
+    assert decided.status_code == 200, decided.text
+
+    page.goto("/")
+    _log_in(page, deployment)
+    with page.expect_navigation():
+        page.click("a[href='/admin/workflows/policy-blank/versions/1/policy']")
+    assert page.locator("#policy-revision").inner_text().startswith("Revision 1")
+    policy = json.loads(page.input_value("#policy"))
+    assert policy["checks"]["blank"] == {"reject": 0.02}, policy
+
+    # A threshold typed as text: refused in the page, naming the key path, with what was typed kept.
+    policy["checks"]["blank"] = {"reject": "low"}
+    page.fill("#policy", json.dumps(policy, indent=2))
+    save = "form[action='/admin/workflows/policy-blank/versions/1/policy'] button[type=submit]"
+    with page.expect_navigation() as navigation:
+        page.click(save)
+    assert navigation.value is not None and navigation.value.status == 422
+    assert page.locator("#policy-error").is_visible()
+    assert page.locator("#policy-error-field").inner_text() == "policy.checks.blank.reject"
+    assert json.loads(page.input_value("#policy"))["checks"]["blank"] == {"reject": "low"}
+    assert deployment.get("/v1/workflows/policy-blank/versions/1/policy").json()["revision"] == 1
+
+    # Fixed: saved, the page says so and shows the new revision and the stored policy.
+    policy["checks"]["blank"] = {"reject": 0.01}
+    page.fill("#policy", json.dumps(policy, indent=2))
+    with page.expect_navigation():
+        page.click(save)
+    assert page.locator("#policy-saved").inner_text() == "Saved: the policy is now at revision 2."
+    assert page.locator("#policy-revision").inner_text().startswith("Revision 2")
+    assert json.loads(page.input_value("#policy"))["checks"]["blank"] == {"reject": 0.01}
+    stored = deployment.get("/v1/workflows/policy-blank/versions/1/policy").json()
+    assert stored["revision"] == 2 and stored["policy"]["checks"]["blank"] == {"reject": 0.01}
+
+    # Calibration: the one label, blank's score drawn as a rejected bar, its band measured, no suggestion yet.
+    with page.expect_navigation():
+        page.click("#calibration-link")
+    assert "0 approved, 1 rejected" in page.locator("#label-counts").inner_text()
+    check = page.locator("#check-blank")
+    assert check.is_visible()
+    assert check.locator("svg rect.bar-rejected").count() == 10
+    heights = [float(h) for h in check.locator("svg rect.bar-rejected").evaluate_all(
+        "bars => bars.map(b => b.getAttribute('height'))")]
+    assert sum(h > 0 for h in heights) == 1, heights  # one rejected output, one non-empty bar
+    reject_row = check.locator("tr.band-reject").inner_text()
+    assert "0.0100" in reject_row and "1 / 0 / 0 / 0" in reject_row, reject_row
+    assert "at least 10 approved and 10 rejected" in check.locator("p.note").inner_text()
+    screenshot = tmp_path / "calibration.png"
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert screenshot.stat().st_size > 0
+
+    # Applying a threshold goes through the same validation: a bad one is shown in the page, a good one saved.
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    csrf = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    form = {"csrf_token": csrf, "version": "1", "check": "blank", "band": "reject"}
+    refused = requests.post(f"{deployment.base_url}/admin/calibration/policy-blank/apply",
+                            data={**form, "threshold": "2"}, cookies=cookies, allow_redirects=False, timeout=30)
+    assert refused.status_code == 422 and 'id="calibration-error"' in refused.text, refused.text
+    applied = requests.post(f"{deployment.base_url}/admin/calibration/policy-blank/apply",
+                            data={**form, "threshold": "0.03"}, cookies=cookies, allow_redirects=False, timeout=30)
+    assert applied.status_code == 303, applied.text
+    page.goto(applied.headers["Location"])
+    assert "revision 3" in page.locator("#applied").inner_text()
+    assert deployment.get("/v1/workflows/policy-blank/versions/1/policy").json()["policy"]["checks"]["blank"] == {
+        "reject": 0.03}

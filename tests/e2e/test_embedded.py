@@ -6,7 +6,7 @@ import os
 import signal
 
 import pytest
-from e2e_support import SLOW_INPUTS, Stack, decode_png, load_workflow, slow_workflow, worker_children
+from e2e_support import SLOW_INPUTS, SLOW_POLICY, Stack, decode_png, load_workflow, slow_workflow, worker_children
 
 from deployment import wait_for
 
@@ -30,7 +30,7 @@ def test_embedded_default_runs_and_survives_a_killed_worker(embedded: Stack) -> 
 
     # Kill the supervised worker mid-run. The filesystem broker has already handed its message out, so
     # only the watchdog can bring the run back; the server's supervisor restarts the worker.
-    stack.push_ok("slow", slow_workflow(), SLOW_INPUTS)
+    stack.push_ok("slow", slow_workflow(), SLOW_INPUTS, policy=SLOW_POLICY)
     run_id = stack.submit("slow", {"seconds": 3.0})
     assert stack.wait_status(run_id, ("running",), timeout=20)["attempt"] == 1
     server = stack.deployment.server

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import requests
-from e2e_support import SLOW_INPUTS, Stack, b64, decode_png, gradient_png, load_workflow, slow_workflow
+from e2e_support import SLOW_INPUTS, SLOW_POLICY, Stack, b64, decode_png, gradient_png, load_workflow, slow_workflow
 from PIL import ImageChops
 
 pytestmark = pytest.mark.e2e
@@ -392,7 +392,7 @@ def test_image_input_as_base64_and_as_multipart_upload(stack: Stack) -> None:
 
 
 def test_cancel_a_queued_and_a_running_run(stack: Stack) -> None:
-    slow = stack.push_ok("slow", slow_workflow(), SLOW_INPUTS)
+    slow = stack.push_ok("slow", slow_workflow(), SLOW_INPUTS, policy=SLOW_POLICY)
     # 60 s inside one node: only a cancel at the node's next progress step can end it within the wait below.
     running_id = stack.submit("slow", {"seconds": 60.0})
     stack.wait_status(running_id, ("running",), timeout=20)

@@ -8,7 +8,7 @@ run comes back only because the run table says its worker went silent and the wa
 from __future__ import annotations
 
 import pytest
-from e2e_support import SLOW_INPUTS, Stack, decode_png, slow_workflow
+from e2e_support import SLOW_INPUTS, SLOW_POLICY, Stack, decode_png, slow_workflow
 
 from deployment import wait_for
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.e2e
 @pytest.fixture(scope="module")
 def stack(production) -> Stack:  # type: ignore[no-untyped-def]
     stack: Stack = production()
-    stack.push_ok("slow", slow_workflow(64, 40), SLOW_INPUTS)
+    stack.push_ok("slow", slow_workflow(64, 40), SLOW_INPUTS, policy=SLOW_POLICY)
     return stack
 
 

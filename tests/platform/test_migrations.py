@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -9,6 +11,7 @@ from alembic.migration import MigrationContext
 from comfygate.platform.db import make_engine
 from comfygate.platform.migrate import upgrade
 from comfygate.platform.models import Base
+from comfygate.sentinel import Policy
 
 
 def test_migrations_match_the_models(database_url):
@@ -37,3 +40,38 @@ def test_versions_uploaded_before_0002_read_as_api_format(database_url):
     finally:
         engine.dispose()
     assert tuple(row) == ("api", None)
+
+
+V1_POLICY = {
+    "checks": {"decode": {"enabled": True, "action": "reject"}, "finite": {"enabled": True, "action": "flag"},
+               "blank": {"enabled": True, "action": "reject", "threshold": 0.05},
+               "noise": {"enabled": False, "action": "reject", "threshold": 0.2},
+               "clip_alignment": {"enabled": True, "action": "flag", "threshold": 0.3}},
+    "prompt_input": "text",
+}
+
+
+def test_policies_stored_before_0003_are_converted_to_bands(database_url):
+    upgrade(database_url, "0002")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO workflows (name, created_at) VALUES ('old', '2026-01-01')"))
+            connection.execute(sa.text(
+                "INSERT INTO workflow_versions (workflow_id, number, content_hash, graph, input_schema, policy,"
+                " created_at, source_format) SELECT id, 1, 'h', '{}', '{}', :policy, '2026-01-01', 'api' "
+                "FROM workflows"), {"policy": json.dumps(V1_POLICY)})
+        upgrade(database_url)
+        with engine.connect() as connection:
+            row = connection.execute(sa.text(
+                "SELECT policy, policy_revision, content_hash FROM workflow_versions")).one()
+    finally:
+        engine.dispose()
+    policy = json.loads(row[0]) if isinstance(row[0], str) else row[0]
+    assert policy == {
+        "checks": {"decode": "reject", "finite": "review", "blank": {"reject": 0.05}, "noise": "off",
+                   "clip_alignment": {"review": 0.3}},
+        "prompt_input": "text",
+    }
+    assert Policy.from_dict(policy).check("clip_alignment").on  # a valid v2 policy
+    assert (row[1], row[2]) == (1, "h")  # first revision; the upload's hash is kept

@@ -102,7 +102,7 @@ def test_node_packs_reports_each_pack_to_admins(server):
     response = server.get("/v1/node-packs", key="admin")
     assert response.status_code == 200
     packs = {pack["name"]: pack for pack in response.json()["packs"]}
-    assert set(packs) == {"builtin", "caption_nodes", "entrypoint_nodes", "slow_nodes", "text_tools",
+    assert set(packs) == {"builtin", "caption_nodes", "entrypoint_nodes", "seeded_nodes", "slow_nodes", "text_tools",
                           "odd_names", "broken"}
     assert packs["text_tools"] == {"name": "text_tools", "path": str(NODE_PACKS / "text_tools"), "loaded": True,
                                    "node_types": ["TextShout", "TextSplitLines", "TextJoinLines"], "error": None}

@@ -22,12 +22,22 @@ def rejected_output_id(sessions, registry, blank_workflow, tmp_path):
         run_service.claim_run(session, run_id, 1, "w")
     failed = run_service.OutputRecord(index=0, node_id="2", filename="b.png", storage_key="runs/x/0.png",
                                       content_type="image/png", width=8, height=8, size_bytes=1,
-                                      verdict={"passed": False, "reasons": ["blank: uniform"], "scores": {}},
-                                      passed=False)
+                                      verdict={"decision": "reject", "passed": False, "reasons": ["blank: uniform"],
+                                               "reason_codes": ["blank"], "scores": {"blank": 0.0}},
+                                      decision="reject")
     with session_scope(sessions) as session:
         assert run_service.finish_run(session, run_id, 1, [failed], {}) == RunStatus.REJECTED
     with session_scope(sessions) as session:
         return review.pending_outputs(session)[0].id
+
+
+def test_a_review_item_says_why_the_gate_withheld_it(sessions, rejected_output_id):
+    with session_scope(sessions) as session:
+        (item,) = [review.review_item(o) for o in review.pending_outputs(session)]
+    assert item["output_id"] == rejected_output_id and item["decision"] == "reject"
+    assert item["reason_codes"] == ["blank"] and item["scores"] == {"blank": 0.0}
+    assert not item["sampled"] and not item["released"] and item["run_status"] == "rejected"
+    assert item["attempts"] == []  # recorded without a gate loop
 
 
 def test_approve_releases_the_output_and_the_run_succeeds(sessions, rejected_output_id):

@@ -10,7 +10,7 @@ from comfygate.platform.celery_app import create_celery
 from comfygate.platform.db import session_scope
 from comfygate.platform.dispatch import Dispatcher
 from comfygate.platform.errors import Conflict, Unprocessable
-from comfygate.platform.models import Run, RunStatus, utcnow
+from comfygate.platform.models import Run, RunStatus, WebhookDelivery, utcnow
 from comfygate.platform.services import runs as run_service
 from comfygate.platform.services import workflows as workflow_service
 from comfygate.platform.services.uploads import ImageLimits
@@ -30,12 +30,19 @@ def version_id(sessions, registry, card_workflow):
         return result.version.id
 
 
-def new_run(sessions, registry, tmp_path, version_id, inputs):
+def new_run(sessions, registry, tmp_path, version_id, inputs, webhook=None):
     with session_scope(sessions) as session:
         version = session.get(workflow_service.WorkflowVersion, version_id)
         run = run_service.create_run(session, registry, LocalStorage(tmp_path / "files"), LIMITS, version,
-                                     inputs, {}, None)
+                                     inputs, {}, None, webhook=webhook)
         return run.id
+
+
+def outbox(sessions, run_id):
+    """(event, run status in the payload) of every webhook delivery queued for the run."""
+    with session_scope(sessions) as session:
+        rows = session.query(WebhookDelivery).filter_by(run_id=run_id).order_by(WebhookDelivery.id).all()
+        return [(row.event, row.payload["run"]["status"]) for row in rows]
 
 
 def status_of(sessions, run_id):
@@ -149,13 +156,7 @@ def test_finish_records_outputs_and_rejects_when_one_fails(sessions, registry, t
     run_id = new_run(sessions, registry, tmp_path, version_id, {})
     with session_scope(sessions) as session:
         run_service.claim_run(session, run_id, 1, "w1")
-    record = dict(node_id="8", filename="x.png", content_type="image/png", width=8, height=8, size_bytes=10)
-    outputs = [
-        run_service.OutputRecord(index=0, storage_key="runs/a/0.png", verdict={"passed": True, "reasons": []},
-                                 passed=True, **record),
-        run_service.OutputRecord(index=1, storage_key="runs/a/1.png",
-                                 verdict={"passed": False, "reasons": ["blank"]}, passed=False, **record),
-    ]
+    outputs = [output_record(0, "pass"), output_record(1, "reject", ["blank: uniform"])]
     with session_scope(sessions) as session:
         assert run_service.finish_run(session, run_id, 1, outputs, {"execute_ms": 1.0}) == RunStatus.REJECTED
     with session_scope(sessions) as session:
@@ -164,6 +165,74 @@ def test_finish_records_outputs_and_rejects_when_one_fails(sessions, registry, t
     assert "blank" in body["outputs"][1]["withheld_reason"]
     with session_scope(sessions) as session:  # a late second finish (lost worker) changes nothing
         assert run_service.finish_run(session, run_id, 1, [], {}) is None
+
+
+def output_record(index, decision, reasons=()):
+    return run_service.OutputRecord(
+        index=index, node_id="8", filename="x.png", content_type="image/png", width=8, height=8, size_bytes=10,
+        storage_key=f"runs/a/{index}.png", decision=decision,
+        verdict={"decision": decision, "passed": decision == "pass", "reasons": list(reasons) or [decision]})
+
+
+@pytest.mark.parametrize(("decisions", "status"), [(["pass", "review"], RunStatus.HELD),
+                                                   (["review", "reject"], RunStatus.REJECTED),
+                                                   (["pass", "pass"], RunStatus.SUCCEEDED)])
+def test_the_worst_decision_sets_the_run_status(sessions, registry, tmp_path, version_id, decisions, status):
+    run_id = new_run(sessions, registry, tmp_path, version_id, {}, webhook="https://hooks.example/x")
+    with session_scope(sessions) as session:
+        run_service.claim_run(session, run_id, 1, "w1")
+    with session_scope(sessions) as session:
+        records = [output_record(i, d) for i, d in enumerate(decisions)]
+        assert run_service.finish_run(session, run_id, 1, records, {}) == status
+    body = status_of(sessions, run_id)
+    assert [o.review_state for o in body.outputs] == [None if d == "pass" else "pending" for d in decisions]
+    # Only a run that needs no reviewer announces its end now; the others' webhook waits for the review.
+    assert outbox(sessions, run_id) == ([("run.ended", "succeeded")] if status == RunStatus.SUCCEEDED else [])
+    assert status in RunStatus.TERMINAL  # a waiting caller is answered either way
+
+
+def test_every_end_without_review_queues_the_webhook_in_the_same_change(sessions, registry, tmp_path,
+                                                                       version_id, watchdog_settings):
+    hook = "http://127.0.0.1:8000/hook"
+    canceled = new_run(sessions, registry, tmp_path, version_id, {}, webhook=hook)
+    with session_scope(sessions) as session:
+        run_service.cancel_run(session, canceled)
+    failed = new_run(sessions, registry, tmp_path, version_id, {}, webhook=hook)
+    with session_scope(sessions) as session:
+        run_service.claim_run(session, failed, 1, "w1")
+    with session_scope(sessions) as session:
+        assert run_service.fail_run(session, failed, 1, RunStatus.FAILED, {"message": "boom"})
+    lost = new_run(sessions, registry, tmp_path, version_id, {}, webhook=hook)
+    quiet = new_run(sessions, registry, tmp_path, version_id, {})  # asked for no webhook
+    for run_id in (lost, quiet):
+        with session_scope(sessions) as session:
+            run_service.claim_run(session, run_id, 1, "w1")
+    watchdog = watchdog_settings.replace(max_attempts=1)
+    dispatcher = Dispatcher(create_celery(watchdog), watchdog.queue_name)
+    age_heartbeat(sessions, lost, 30)
+    age_heartbeat(sessions, quiet, 30)
+    assert sorted(sweep(sessions, watchdog, dispatcher).failed) == sorted([lost, quiet])
+
+    assert outbox(sessions, canceled) == [("run.ended", "canceled")]
+    assert outbox(sessions, failed) == [("run.ended", "failed")]
+    assert outbox(sessions, lost) == [("run.ended", "failed")]
+    assert outbox(sessions, quiet) == []
+    with session_scope(sessions) as session:
+        delivery = session.query(WebhookDelivery).filter_by(run_id=failed).one()
+        assert delivery.url == hook and delivery.state == "pending" and delivery.attempts == 0
+        assert delivery.payload == {"event": "run.ended", "run": delivery.payload["run"]}
+        assert delivery.payload["run"]["error"] == {"message": "boom"}
+
+
+@pytest.mark.parametrize("webhook", ["ftp://example.com/x", "example.com/hook", "http://", 42,
+                                     "https://example.com/" + "a" * 2048, "http://exa mple.com/",
+                                     "http://example.com:99999/"])
+def test_a_bad_webhook_url_is_refused_naming_the_field(sessions, registry, tmp_path, version_id, webhook):
+    with pytest.raises(Unprocessable) as refused:
+        new_run(sessions, registry, tmp_path, version_id, {}, webhook=webhook)
+    assert refused.value.details == {"field": "webhook"} and "webhook" in refused.value.message
+    with session_scope(sessions) as session:
+        assert session.query(Run).count() == 0
 
 
 def test_default_storage_folder_is_not_used(tmp_path):

@@ -1,4 +1,5 @@
-"""The worker's processing of one run: execute, gate (pixel checks and CLIP), store, record."""
+"""The worker's processing of one run: execute, gate (pixel checks and CLIP), generate again with new seeds
+when the policy asks, choose, store, record."""
 
 from __future__ import annotations
 
@@ -7,10 +8,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
 from comfygate.platform.db import session_scope
+from comfygate.platform.gate_loop import NO_SEED_REASON, derive_seed
 from comfygate.platform.migrate import upgrade
-from comfygate.platform.models import RunStatus
+from comfygate.platform.models import ReviewDecision, Run, RunStatus, WebhookDelivery
+from comfygate.platform.services import review
 from comfygate.platform.services import runs as run_service
 from comfygate.platform.services import workflows as workflow_service
 from comfygate.platform.services.uploads import ImageLimits
@@ -18,18 +22,26 @@ from comfygate.platform.worker import RunProcessor
 from comfygate.settings import Settings
 
 RED = 0xFF0000
-NODE_PACKS = Path(__file__).resolve().parents[1] / "nodepacks"  # CaptionedImage comes from caption_nodes.py
+# CaptionedImage comes from caption_nodes.py, SeededFrame and SeededFaultyFrame from seeded_nodes.py.
+NODE_PACKS = Path(__file__).resolve().parents[1] / "nodepacks"
+SEED_MAX = 2**32 - 1  # SeededFrame's declared maximum
 
 CAPTIONED = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1, "color": RED}},
     "2": {"class_type": "CaptionedImage", "inputs": {"image": ["1", 0], "text": "a red image"}},
     "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "caption"}},
 }
-ALIGNMENT_ONLY = {
-    "checks": {"blank": {"enabled": False}, "noise": {"enabled": False},
-               "clip_alignment": {"enabled": True, "threshold": 0.4}},
-    "prompt_input": "prompt",
-}
+ALIGNMENT_ONLY = {"checks": {"blank": "off", "noise": "off", "clip_alignment": {"reject": 0.4}},
+                  "prompt_input": "prompt"}
+
+
+def seeded(seed: int = 7, blank_below: int = 1 << 16, node: str = "SeededFrame") -> dict:
+    """A frame that is blank for seeds below ``blank_below`` and a structured picture otherwise."""
+    inputs = {"seed": seed, "width": 64, "height": 48}
+    if node == "SeededFrame":
+        inputs["blank_below"] = blank_below
+    return {"1": {"class_type": node, "inputs": inputs},
+            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "seeded"}}}
 
 
 def make_processor(tmp_path, database_url, **settings_changes) -> RunProcessor:
@@ -39,13 +51,27 @@ def make_processor(tmp_path, database_url, **settings_changes) -> RunProcessor:
     return RunProcessor(settings)
 
 
-def submit(processor: RunProcessor, name, workflow, inputs=None, spec=None, policy=None) -> str:
+def submit(processor: RunProcessor, name, workflow, inputs=None, spec=None, policy=None, webhook=None) -> str:
     with session_scope(processor.sessions) as session:
         version = workflow_service.push_version(session, processor.registry, name=name, workflow=workflow,
                                                 inputs_spec=spec, policy=policy).version
         run = run_service.create_run(session, processor.registry, processor.storage,
-                                     ImageLimits(1 << 20, 1 << 22), version, inputs or {}, {}, None)
+                                     ImageLimits(1 << 20, 1 << 22), version, inputs or {}, {}, None,
+                                     webhook=webhook)
         return run.id
+
+
+def stored_gate(processor: RunProcessor, run_id: str) -> dict:
+    """The gate loop's full record in the run row (every attempt's verdicts and storage keys)."""
+    with session_scope(processor.sessions) as session:
+        return session.get_one(Run, run_id).gate
+
+
+def deliveries(processor: RunProcessor, run_id: str) -> list[tuple[str, str]]:
+    with session_scope(processor.sessions) as session:
+        rows = session.scalars(select(WebhookDelivery).where(WebhookDelivery.run_id == run_id)
+                               .order_by(WebhookDelivery.id))
+        return [(row.event, row.payload["run"]["status"]) for row in rows]
 
 
 def run_body(processor: RunProcessor, run_id: str) -> dict:
@@ -62,11 +88,13 @@ def test_a_good_run_is_gated_stored_and_timed(tmp_path, database_url, card_workf
     body = run_body(processor, run_id)
     assert body["status"] == "succeeded"
     assert set(body["timings"]) >= {"queue_ms", "execute_ms", "sentinel_ms", "store_ms"}
+    assert body["timings"]["gate_attempts"] == 1
     (output,) = body["outputs"]
-    assert output["released"] and output["verdict"]["passed"]
+    assert output["released"] and output["verdict"]["passed"] and output["review"] is None
     clip = next(c for c in output["verdict"]["checks"] if c["name"] == "clip_alignment")
     assert clip["status"] == "not_run" and clip["reason"]  # no model configured: never "passed"
-    stored = processor.storage.get(f"runs/{run_id}/1-0.png")
+    assert body["gate"]["chosen"] == 1 and body["gate"]["retry_stopped"] is None
+    stored = processor.storage.get(f"runs/{run_id}/1-1-0.png")
     assert Image.open(io.BytesIO(stored)).size == (output["width"], output["height"])
 
 
@@ -77,7 +105,8 @@ def test_a_blank_output_is_rejected_and_withheld(tmp_path, database_url, blank_w
     (output,) = run_body(processor, run_id)["outputs"]
     assert not output["released"] and output["review"] == "pending"
     assert any("blank" in reason for reason in output["verdict"]["reasons"])
-    assert processor.storage.exists(f"runs/{run_id}/1-0.png")  # kept for the reviewer
+    assert "blank" in output["verdict"]["reason_codes"]
+    assert processor.storage.exists(f"runs/{run_id}/1-1-0.png")  # kept for the reviewer
 
 
 def test_a_node_error_fails_the_run_naming_the_node(tmp_path, database_url):
@@ -150,5 +179,119 @@ def test_a_second_run_reuses_the_unchanged_nodes_and_times_each_node(tmp_path, d
     # Only the blur and what follows it ran again; the card under it came from the worker's cache.
     assert second_timings["cached_nodes"] == ["1", "2", "3", "4", "5", "6"]
     assert set(second_timings["node_ms"]) == {"7", "8"}
-    a, b = (processor.storage.get(f"runs/{r}/1-0.png") for r in (first, second))
+    a, b = (processor.storage.get(f"runs/{r}/1-1-0.png") for r in (first, second))
     assert a != b  # a different blur really ran
+
+
+def test_a_blank_frame_is_generated_again_with_a_derived_seed_and_the_run_succeeds(tmp_path, database_url):
+    processor = make_processor(tmp_path, database_url)
+    run_id = submit(processor, "seeded", seeded(seed=7), policy={"retries": 2})
+    assert processor.process(run_id, 1) == RunStatus.SUCCEEDED
+
+    body = run_body(processor, run_id)
+    first, second = body["gate"]["attempts"]
+    assert (first["decision"], second["decision"]) == ("reject", "pass")
+    assert "blank" in first["reason_codes"] and first["retryable"]
+    # Attempt 1 runs the seed as bound; attempt 2 one derived from the run id and the attempt number.
+    assert first["seeds"] == {"1.seed": 7}
+    assert second["seeds"] == {"1.seed": derive_seed(run_id, 2, "1", "seed", SEED_MAX)}
+    assert body["gate"]["chosen"] == 2 and body["timings"]["gate_attempts"] == 2
+    (output,) = body["outputs"]
+    assert output["released"] and output["gate_attempt"] == 2
+    # Both attempts' verdicts are kept, and both images stay in storage.
+    stored = stored_gate(processor, run_id)["attempts"]
+    assert [a["outputs"][0]["verdict"]["decision"] for a in stored] == ["reject", "pass"]
+    assert all(processor.storage.exists(a["outputs"][0]["storage_key"]) for a in stored)
+
+
+def test_a_nan_output_is_not_retried(tmp_path, database_url):
+    processor = make_processor(tmp_path, database_url)
+    run_id = submit(processor, "faulty", seeded(node="SeededFaultyFrame"), policy={"retries": 3})
+    assert processor.process(run_id, 1) == RunStatus.REJECTED
+    gate = run_body(processor, run_id)["gate"]
+    (only,) = gate["attempts"]
+    assert only["decision"] == "reject" and not only["retryable"] and "not_finite" in only["reason_codes"]
+    assert "a new seed cannot fix" in gate["retry_stopped"] and "not_finite" in gate["retry_stopped"]
+
+
+def test_a_workflow_without_a_seed_is_not_retried_and_says_why(tmp_path, database_url, blank_workflow):
+    processor = make_processor(tmp_path, database_url)
+    run_id = submit(processor, "blank", blank_workflow, policy={"retries": 2})
+    assert processor.process(run_id, 1) == RunStatus.REJECTED
+    gate = run_body(processor, run_id)["gate"]
+    assert len(gate["attempts"]) == 1 and gate["retry_stopped"] == NO_SEED_REASON
+
+
+def test_best_of_returns_the_best_scoring_passing_attempt(tmp_path, database_url):
+    processor = make_processor(tmp_path, database_url)
+    # Never blank; the picture's contrast (the blank check's score) varies with the seed.
+    run_id = submit(processor, "best", seeded(seed=7, blank_below=0), policy={"best_of": 3, "rank_by": "blank"})
+    assert processor.process(run_id, 1) == RunStatus.SUCCEEDED
+    body = run_body(processor, run_id)
+    attempts = body["gate"]["attempts"]
+    assert [a["decision"] for a in attempts] == ["pass"] * 3
+    contrast = {a["attempt"]: a["outputs"][0]["scores"]["blank"] for a in attempts}
+    assert len(set(contrast.values())) == 3  # three different pictures
+    best = max(contrast, key=contrast.__getitem__)
+    assert body["gate"]["chosen"] == best and body["outputs"][0]["gate_attempt"] == best
+    assert body["outputs"][0]["verdict"]["scores"]["blank"] == contrast[best]
+
+
+def test_a_sampled_passing_output_goes_to_review_but_stays_released(tmp_path, database_url):
+    processor = make_processor(tmp_path, database_url)
+    run_id = submit(processor, "audited", seeded(blank_below=0), policy={"review_sample_rate": 1.0},
+                    webhook="http://127.0.0.1:9/hook")
+    assert processor.process(run_id, 1) == RunStatus.SUCCEEDED
+    (output,) = run_body(processor, run_id)["outputs"]
+    assert output["released"] and output["sampled"] and output["review"] == "pending"
+    assert deliveries(processor, run_id) == [("run.ended", "succeeded")]  # a sample holds nothing back
+    with session_scope(processor.sessions) as session:
+        (item,) = [review.review_item(o) for o in review.pending_outputs(session)]
+        assert item["sampled"] and item["decision"] == "pass" and item["attempts"][0]["decision"] == "pass"
+        review.decide(session, item["output_id"], "reject", "auditor", "the gate missed this")
+    body = run_body(processor, run_id)
+    # The label is recorded; the output the caller already has stays released and the run succeeded.
+    assert body["status"] == "succeeded" and body["outputs"][0]["released"]
+    assert body["outputs"][0]["review"] == "rejected"
+    with session_scope(processor.sessions) as session:
+        assert session.scalars(select(ReviewDecision.decision)).all() == ["reject"]
+    assert deliveries(processor, run_id) == [("run.ended", "succeeded")]
+
+
+def test_an_output_in_the_review_band_holds_the_run_until_a_reviewer_approves(tmp_path, database_url):
+    processor = make_processor(tmp_path, database_url)
+    # The picture's contrast passes the reject band (0.02) but falls in the review band (below 0.9).
+    policy = {"checks": {"blank": {"reject": 0.02, "review": 0.9}}}
+    run_id = submit(processor, "held", seeded(blank_below=0), policy=policy, webhook="https://example.test/h")
+    assert processor.process(run_id, 1) == RunStatus.HELD
+    body = run_body(processor, run_id)
+    (output,) = body["outputs"]
+    assert not output["released"] and output["review"] == "pending" and not output["sampled"]
+    assert output["verdict"]["decision"] == "review"
+    assert deliveries(processor, run_id) == []  # the webhook waits for the reviewer
+    with session_scope(processor.sessions) as session:
+        item = review.review_item(review.pending_outputs(session)[0])
+        assert item["decision"] == "review" and item["run_status"] == "held" and "blank" in item["reason_codes"]
+        decided = review.decide(session, output["id"], "approve", "admin")
+        assert decided.run.status == RunStatus.SUCCEEDED
+    assert run_body(processor, run_id)["outputs"][0]["released"]
+    assert deliveries(processor, run_id) == [("run.reviewed", "succeeded")]
+
+
+def test_a_different_request_that_repeats_an_earlier_picture_is_a_duplicate(tmp_path, database_url):
+    processor = make_processor(tmp_path, database_url)
+    # blank_below does not change the picture for seed 7, but it makes a different request.
+    spec = {"blank_below": {"node": "1", "input": "blank_below"}}
+    first = submit(processor, "repeats", seeded(blank_below=0), {"blank_below": 0}, spec)
+    again = submit(processor, "repeats", seeded(blank_below=0), {"blank_below": 0}, spec)
+    other = submit(processor, "repeats", seeded(blank_below=0), {"blank_below": 1}, spec)
+    later = submit(processor, "repeats", seeded(blank_below=0), {"blank_below": 2}, spec)
+    assert [processor.process(r, 1) for r in (first, again)] == [RunStatus.SUCCEEDED] * 2  # a request may repeat
+    # This worker remembers what it recorded; a fresh one (another worker) reads it from the database.
+    fresh = make_processor(tmp_path, database_url)
+    assert (processor.process(other, 1), fresh.process(later, 1)) == (RunStatus.REJECTED, RunStatus.REJECTED)
+    for run_id, earlier in ((other, (first, again)), (later, (first, again, other))):
+        (output,) = run_body(processor, run_id)["outputs"]
+        duplicate = next(c for c in output["verdict"]["checks"] if c["name"] == "duplicate")
+        assert duplicate["code"] == "exact_duplicate" and duplicate["score"] == 0
+        assert any(f"run {e} output 0" in duplicate["reason"] for e in earlier), duplicate["reason"]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "Run",
     "RunOutput",
     "ReviewDecision",
+    "WebhookDelivery",
     "RunStatus",
     "utcnow",
     "new_id",
@@ -44,7 +46,12 @@ class RunStatus:
     REJECTED = "rejected"
     FAILED = "failed"
     CANCELED = "canceled"
-    TERMINAL = frozenset({SUCCEEDED, REJECTED, FAILED, CANCELED})
+    # An output fell in a review band: withheld until a person decides. Terminal for waiting callers (the
+    # worker is done); a reviewer's decision later turns it into succeeded or rejected.
+    HELD = "held"
+    TERMINAL = frozenset({SUCCEEDED, REJECTED, FAILED, CANCELED, HELD})
+    # Ended for good when they are written: a webhook can go out at once (rejected/held wait for review).
+    ENDED_WITHOUT_REVIEW = frozenset({SUCCEEDED, FAILED, CANCELED})
 
 
 class Base(DeclarativeBase):
@@ -94,10 +101,13 @@ class Workflow(Base):
 
 
 class WorkflowVersion(Base):
-    """Immutable. ``content_hash`` covers graph, exposed inputs and policy: same content, same version.
+    """Immutable but for its gate policy. ``content_hash`` covers graph, exposed inputs and the policy as
+    uploaded: same content, same version.
 
     The hash covers the API-format graph, not the uploaded document: a UI export whose nodes were only moved
-    converts to the same graph and so is the same version (which keeps the document first uploaded).
+    converts to the same graph and so is the same version (which keeps the document first uploaded). The
+    policy can be edited later (``policy_revision`` counts the edits; workers key their caches on it); the hash
+    keeps identifying what was uploaded.
     """
 
     __tablename__ = "workflow_versions"
@@ -116,6 +126,8 @@ class WorkflowVersion(Base):
     inputs_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     input_schema: Mapped[dict[str, Any]] = mapped_column(JSON)
     policy: Mapped[dict[str, Any]] = mapped_column(JSON)
+    policy_revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    policy_updated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     workflow: Mapped[Workflow] = relationship(back_populates="versions", lazy="joined")
 
@@ -140,6 +152,13 @@ class Run(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    # Where run.ended / run.reviewed are POSTed (through the webhook_deliveries outbox).
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    # The gate loop: every generation attempt with its seeds and verdicts, which one was chosen, and why
+    # retrying stopped (see platform/gate_loop.py).
+    gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The version's policy revision this run was gated with.
+    policy_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
     version: Mapped[WorkflowVersion] = relationship(lazy="joined")
     outputs: Mapped[list[RunOutput]] = relationship(
         back_populates="run", order_by="RunOutput.index", lazy="selectin"
@@ -151,6 +170,9 @@ class RunOutput(Base):
     __table_args__ = (UniqueConstraint("run_id", "index"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    # Denormalised from the run's version: the gate reads an endpoint's recent outputs (duplicates,
+    # percentile thresholds) and calibration its labels, without joining runs and versions.
+    workflow_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     index: Mapped[int] = mapped_column(Integer)
     node_id: Mapped[str] = mapped_column(String(64))
     filename: Mapped[str] = mapped_column(String(255))
@@ -162,8 +184,18 @@ class RunOutput(Base):
     verdict: Mapped[dict[str, Any]] = mapped_column(JSON)
     passed: Mapped[bool] = mapped_column(Boolean)
     released: Mapped[bool] = mapped_column(Boolean, index=True)
-    # pending (waits for a reviewer) | approved | rejected; None when the sentinel passed it.
+    # pending (waits for a reviewer) | approved | rejected; None when the sentinel passed it (and it was not
+    # sampled for audit).
     review_state: Mapped[str | None] = mapped_column(String(16), nullable=True, index=True)
+    # sha256 of the stored bytes and the 64-bit perceptual hash (16 hex digits): the duplicate check's history.
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    phash: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # Identifies the request (hash of the bound prompt): a repeated request may repeat its image.
+    request_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # A passing output also sent to review to measure what the gate misses (it stays released).
+    sampled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # Which generation attempt of the run's gate loop made it.
+    gate_attempt: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     run: Mapped[Run] = relationship(back_populates="outputs")
 
@@ -178,3 +210,22 @@ class ReviewDecision(Base):
     decided_by: Mapped[str] = mapped_column(String(128))
     note: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """The webhook outbox: a row is written in the same transaction as the run change it announces, and the
+    API servers' senders deliver it (at least once) from here."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), index=True)
+    url: Mapped[str] = mapped_column(String(2048))
+    event: Mapped[str] = mapped_column(String(32))  # run.ended | run.reviewed
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)  # the JSON body sent, as written
+    state: Mapped[str] = mapped_column(String(16), index=True, default="pending")  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)

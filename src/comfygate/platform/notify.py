@@ -63,15 +63,24 @@ class Publisher:
 
 
 class RunWaiters:
-    """The API server's side: futures keyed by run id, resolved by the listener."""
+    """The API server's side: futures keyed by run id, resolved by the listener; plus listeners called with
+    every run id noticed (the webhook sender wakes on them)."""
 
     def __init__(self) -> None:
         self._waiting: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
+        self._listeners: list[Callable[[str], None]] = []
+
+    def add_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``listener(run_id)`` (on the event loop) on every run-ended notice; returns its remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
 
     def notify(self, run_id: str) -> None:
         for future in self._waiting.pop(run_id, ()):
             if not future.done():
                 future.set_result(None)
+        for listener in list(self._listeners):
+            listener(run_id)
 
     def expect(self, run_id: str) -> asyncio.Future[None]:
         """Register interest in a run before it is dispatched, so even an instant end is not missed."""

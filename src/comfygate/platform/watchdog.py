@@ -6,7 +6,8 @@
   embedded broker drops unacked messages when a worker dies; a send may have failed): it is sent again.
   A duplicate is harmless, since a worker only claims (run id, attempt) once.
 
-Every change is a conditional UPDATE, so several API servers may run watchdogs side by side.
+Every change is a conditional UPDATE, so several API servers may run watchdogs side by side. A run it ends
+gets its webhook queued in the same transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from comfygate.platform.db import session_scope
 from comfygate.platform.dispatch import Dispatcher
 from comfygate.platform.models import Run, RunStatus, utcnow
+from comfygate.platform.services.runs import announce
+from comfygate.platform.services.webhooks import EVENT_ENDED
 from comfygate.settings import Settings
 
 __all__ = ["SweepReport", "sweep"]
@@ -54,6 +57,7 @@ def sweep(factory: sessionmaker[Session], settings: Settings, dispatcher: Dispat
                         status=RunStatus.CANCELED, finished_at=now,
                         error={"message": "canceled at the caller's request; its worker went silent"})).rowcount:
                     report.failed.append(run_id)
+                    announce(session, run_id, EVENT_ENDED)
             elif attempt < settings.max_attempts:
                 if session.execute(update(Run).where(owned).values(
                         status=RunStatus.QUEUED, attempt=attempt + 1, worker=None, heartbeat_at=None,
@@ -67,6 +71,7 @@ def sweep(factory: sessionmaker[Session], settings: Settings, dispatcher: Dispat
                         status=RunStatus.FAILED, finished_at=now,
                         error={"message": reason, "type": "worker_lost"})).rowcount:
                     report.failed.append(run_id)
+                    announce(session, run_id, EVENT_ENDED)
 
         lost_cutoff = now - timedelta(seconds=settings.queued_timeout_seconds)
         lost = session.execute(

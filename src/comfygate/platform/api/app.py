@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from comfygate.comfy_runtime import NodeRegistry
-from comfygate.platform.api import nodes, review, runs, ui, workflows
+from comfygate.platform.api import nodes, review, runs, ui, webhooks, workflows
 from comfygate.platform.api.auth import auth_middleware
 from comfygate.platform.api.context import STATE, AppState
 from comfygate.platform.api.errors import error_middleware
@@ -24,6 +24,7 @@ from comfygate.platform.notify import RunWaiters, start_listener
 from comfygate.platform.runtime import node_registry
 from comfygate.platform.storage import open_storage
 from comfygate.platform.watchdog import sweep
+from comfygate.platform.webhooks import start_sender
 from comfygate.settings import Settings
 
 __all__ = ["create_app"]
@@ -61,6 +62,7 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
         )
         app[STATE] = state
         stop_listener = await start_listener(settings, state.waiters)
+        stop_sender = await start_sender(state)
         watchdog = asyncio.create_task(_watchdog_loop(state))
         try:
             yield
@@ -68,6 +70,7 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
+            await stop_sender()
             await stop_listener()
             executor.shutdown(wait=True)
             celery.close()
@@ -79,6 +82,7 @@ def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.
     app.router.add_routes(runs.routes)
     app.router.add_routes(review.routes)
     app.router.add_routes(nodes.routes)
+    app.router.add_routes(webhooks.routes)
     ui.setup(app)
     return app
 

@@ -4,6 +4,7 @@ that says why, never a 500."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import BodyPartReader, web
@@ -11,7 +12,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from comfygate.platform.errors import BadRequest, NotFound, PayloadTooLarge
 
-__all__ = ["read_json_object", "read_run_request", "parse_json", "path_number", "MAX_JSON_DEPTH",
+__all__ = ["read_json_object", "read_run_request", "RunRequest", "parse_json", "path_number", "MAX_JSON_DEPTH",
            "WORKFLOW_NAME_PATH", "RUN_ID_PATH"]
 
 # A workflow upload is about 5 levels deep; anything near Python's recursion limit is an attack or a bug.
@@ -90,20 +91,27 @@ async def read_json_object(request: web.Request, limit: int) -> dict[str, Any]:
     return _parse_object(raw, "request body")
 
 
-async def read_run_request(request: web.Request, limit: int) -> tuple[Any, dict[str, bytes]]:
-    """(inputs, uploaded files by input name) from a JSON body or a multipart form.
+@dataclass
+class RunRequest:
+    inputs: Any = field(default_factory=dict)  # checked against the workflow's inputs by the run service
+    files: dict[str, bytes] = field(default_factory=dict)  # uploaded images by input name
+    webhook: Any = None  # the URL to POST the run's end to; checked by the run service
 
-    Multipart: a field ``inputs`` holding the JSON object, and one file field per image input."""
+
+async def read_run_request(request: web.Request, limit: int) -> RunRequest:
+    """Inputs, uploaded files by input name and the webhook URL from a JSON body or a multipart form.
+
+    JSON: ``{"inputs": {...}, "webhook": "https://..."}``. Multipart: a field ``inputs`` holding the JSON
+    object, an optional text field ``webhook``, and one file field per image input."""
     if request.content_type != "multipart/form-data":
         body = await read_json_object(request, limit) if request.can_read_body else {}
-        unknown = sorted(set(body) - {"inputs"})
+        unknown = sorted(set(body) - {"inputs", "webhook"})
         if unknown:
             raise BadRequest(f"unknown field(s) {unknown} in the request body; put run inputs under 'inputs'")
-        return body.get("inputs", {}), {}
+        return RunRequest(body.get("inputs", {}), {}, body.get("webhook"))
     if request.content_length is not None and request.content_length > limit:
         raise _too_large(limit)
-    inputs: Any = {}
-    files: dict[str, bytes] = {}
+    run = RunRequest()
     total = 0
     try:
         reader = await request.multipart()
@@ -117,9 +125,18 @@ async def read_run_request(request: web.Request, limit: int) -> tuple[Any, dict[
                     raise _too_large(limit)
                 data.extend(chunk)
             if part.name == "inputs" and part.filename is None:
-                inputs = _parse_object(bytes(data), "the 'inputs' form field")
+                run.inputs = _parse_object(bytes(data), "the 'inputs' form field")
+            elif part.name == "webhook" and part.filename is None:
+                run.webhook = _form_text(bytes(data), "webhook")
             else:
-                files[part.name] = bytes(data)
+                run.files[part.name] = bytes(data)
     except (ValueError, HttpProcessingError) as exc:
         raise BadRequest(f"malformed multipart body: {exc}") from exc
-    return inputs, files
+    return run
+
+
+def _form_text(data: bytes, name: str) -> str:
+    try:
+        return data.decode()
+    except UnicodeDecodeError as exc:
+        raise BadRequest(f"the {name!r} form field is not UTF-8 text") from exc

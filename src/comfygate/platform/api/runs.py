@@ -9,7 +9,13 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from comfygate.platform.api.auth import CALLER
-from comfygate.platform.api.bodies import RUN_ID_PATH, WORKFLOW_NAME_PATH, path_number, read_run_request
+from comfygate.platform.api.bodies import (
+    RUN_ID_PATH,
+    WORKFLOW_NAME_PATH,
+    RunRequest,
+    path_number,
+    read_run_request,
+)
 from comfygate.platform.api.context import AppState, state_of
 from comfygate.platform.api.workflows import parse_version_number
 from comfygate.platform.db import session_scope
@@ -39,12 +45,12 @@ def _wait_seconds(request: web.Request) -> float:
     return seconds
 
 
-def _create_and_dispatch(state: AppState, run_id: str, name: str, number: int | None, inputs: Any,
-                         files: dict[str, bytes], api_key_id: int | None) -> dict[str, Any]:
+def _create_and_dispatch(state: AppState, run_id: str, name: str, number: int | None, body: RunRequest,
+                         api_key_id: int | None) -> dict[str, Any]:
     with session_scope(state.sessions) as session:
         version = workflow_service.get_version(session, name, number)
         run = run_service.create_run(session, state.registry, state.storage, state.image_limits, version,
-                                     inputs, files, api_key_id, run_id=run_id)
+                                     body.inputs, body.files, api_key_id, run_id=run_id, webhook=body.webhook)
         attempt = run.attempt
     # The row has committed: a worker that picks the task up will find it.
     state.dispatcher.send(run_id, attempt)
@@ -74,14 +80,14 @@ async def _wait_for_end(state: AppState, run_id: str, seconds: float,
 async def _start_run(request: web.Request, number: int | None) -> web.Response:
     state = state_of(request)
     wait = _wait_seconds(request)
-    inputs, files = await read_run_request(request, state.settings.max_upload_bytes)
+    body = await read_run_request(request, state.settings.max_upload_bytes)
     caller = request[CALLER]
     run_id = new_id()
     # Listen before dispatching: a fast run can end before this coroutine resumes.
     expected = state.waiters.expect(run_id) if wait > 0 else None
     try:
         accepted = await state.in_thread(_create_and_dispatch, state, run_id, request.match_info["name"],
-                                         number, inputs, files, caller.api_key_id)
+                                         number, body, caller.api_key_id)
         if expected is not None:
             finished = await _wait_for_end(state, run_id, wait, expected)
             if finished is not None:

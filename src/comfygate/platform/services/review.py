@@ -1,4 +1,11 @@
-"""The review queue: outputs the sentinel withheld, and the decisions people make about them."""
+"""The review queue: outputs the sentinel withheld or held, passing outputs sampled for audit, and the
+decisions people make about them (every one kept as a label for calibration).
+
+Deciding on a withheld output releases it (approve) or keeps it withheld (reject). Once a run has no
+withheld output left waiting, it takes its final status (succeeded when every output is released, else
+rejected) and its held-back webhook is queued as ``run.reviewed``, in the decision's transaction. A sampled
+output was released by the gate already: a decision on it is recorded as a label and changes nothing else.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,8 @@ from sqlalchemy.orm import Session, joinedload
 
 from comfygate.platform.errors import Conflict, NotFound, Unprocessable
 from comfygate.platform.models import ReviewDecision, Run, RunOutput, RunStatus
-from comfygate.platform.services.runs import output_url
+from comfygate.platform.services import webhooks
+from comfygate.platform.services.runs import announce, gate_summary, output_url
 
 __all__ = ["pending_outputs", "review_item", "get_output", "decide", "DECISIONS"]
 
@@ -26,6 +34,8 @@ def pending_outputs(session: Session, limit: int = 100) -> list[RunOutput]:
 
 def review_item(output: RunOutput) -> dict[str, Any]:
     run = output.run
+    verdict = output.verdict
+    gate = gate_summary(run)
     return {
         "output_id": output.id,
         "run_id": run.id,
@@ -34,9 +44,18 @@ def review_item(output: RunOutput) -> dict[str, Any]:
         "version": run.version.number,
         "graph": run.version.graph,
         "inputs": run.inputs,
-        "verdict": output.verdict,
-        "reasons": output.verdict.get("reasons", []),
-        "scores": output.verdict.get("scores", {}),
+        "verdict": verdict,
+        "decision": verdict.get("decision"),
+        "reason_codes": verdict.get("reason_codes", []),
+        "reasons": verdict.get("reasons", []),
+        "flags": verdict.get("flags", []),
+        "scores": verdict.get("scores", {}),
+        "sampled": output.sampled,
+        "released": output.released,
+        "run_status": run.status,
+        "gate_attempt": output.gate_attempt,
+        "attempts": gate["attempts"] if gate else [],
+        "retry_stopped": gate["retry_stopped"] if gate else None,
         "image_url": f"/v1/review/{output.id}/image",
         "output_url": output_url(run.id, output.index),
         "created_at": output.created_at.isoformat() + "Z",
@@ -57,23 +76,39 @@ def decide(session: Session, output_id: int, decision: Any, decided_by: str, not
         raise Unprocessable(f"decision must be one of {list(DECISIONS)}, got {decision!r}",
                             details={"field": "decision"})
     output = get_output(session, output_id)
-    # Conditional update: two reviewers clicking at once cannot both decide.
+    # Conditional update: two reviewers clicking at once cannot both decide. A sampled output is released
+    # already and stays so: the decision on it is a label only.
     state = "approved" if decision == "approve" else "rejected"
+    values: dict[str, Any] = {"review_state": state}
+    if not output.sampled:
+        values["released"] = decision == "approve"
     changed = session.execute(
-        update(RunOutput).where(RunOutput.id == output_id, RunOutput.review_state == "pending")
-        .values(review_state=state, released=decision == "approve")
+        update(RunOutput).where(RunOutput.id == output_id, RunOutput.review_state == "pending").values(**values)
     ).rowcount
     if not changed:
         raise Conflict(f"output {output_id} is not waiting for review (state: {output.review_state})")
     session.add(ReviewDecision(output_id=output_id, decision=decision, decided_by=decided_by, note=note))
     session.flush()
-    # Lock the run row, then read its outputs afresh: two reviewers approving the last two withheld outputs
-    # of one run at once are serialised here, and the second one sees the first one's release.
-    session.execute(select(Run.id).where(Run.id == output.run_id).with_for_update())
-    released = session.scalars(select(RunOutput.released).where(RunOutput.run_id == output.run_id)).all()
-    if decision == "approve" and all(released):
-        session.execute(update(Run).where(Run.id == output.run_id, Run.status == RunStatus.REJECTED)
-                        .values(status=RunStatus.SUCCEEDED))
+    if not output.sampled:
+        _settle_run(session, output.run_id)
     session.refresh(output)
     session.refresh(output.run)
     return output
+
+
+def _settle_run(session: Session, run_id: str) -> None:
+    """Give the run its final status and queue its webhook once no withheld output waits for review."""
+    # Lock the run row, then read its outputs afresh: two reviewers deciding the last two withheld outputs
+    # of one run at once are serialised here, and the second one sees the first one's decision.
+    session.execute(select(Run.id).where(Run.id == run_id).with_for_update())
+    outputs = session.execute(select(RunOutput.released, RunOutput.review_state, RunOutput.sampled)
+                              .where(RunOutput.run_id == run_id)).all()
+    if any(state == "pending" and not sampled for _, state, sampled in outputs):
+        return
+    final = RunStatus.SUCCEEDED if all(released for released, _, _ in outputs) else RunStatus.REJECTED
+    settled = session.execute(
+        update(Run).where(Run.id == run_id, Run.status.in_([RunStatus.REJECTED, RunStatus.HELD]))
+        .values(status=final)
+    ).rowcount
+    if settled:
+        announce(session, run_id, webhooks.EVENT_REVIEWED)

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defer, joinedload
@@ -24,6 +25,7 @@ from comfygate.comfy_runtime import (
 )
 from comfygate.platform.errors import Conflict, NotFound, OutputWithheld, Unprocessable
 from comfygate.platform.models import Run, RunOutput, RunStatus, Workflow, WorkflowVersion, new_id, utcnow
+from comfygate.platform.services import webhooks
 from comfygate.platform.services.uploads import (
     CheckedImage,
     ImageLimits,
@@ -34,14 +36,41 @@ from comfygate.platform.services.uploads import (
 from comfygate.platform.services.workflows import exposed_inputs_of
 from comfygate.platform.storage import Storage
 
-__all__ = ["create_run", "get_run", "run_to_dict", "cancel_run", "claim_run", "heartbeat", "finish_run",
-           "fail_run", "OutputRecord", "ClaimedRun", "output_url", "run_url",
-           "released_output", "withheld_reason"]
+__all__ = ["create_run", "get_run", "run_to_dict", "gate_summary", "cancel_run", "claim_run", "heartbeat",
+           "finish_run", "fail_run", "announce", "check_webhook_url", "OutputRecord", "ClaimedRun", "output_url",
+           "run_url", "released_output", "withheld_reason", "MAX_WEBHOOK_URL"]
+
+MAX_WEBHOOK_URL = 2048
+
+
+def check_webhook_url(value: Any) -> str | None:
+    """The run's webhook URL as given (None when there is none); Unprocessable naming ``webhook`` otherwise."""
+    if value is None:
+        return None
+
+    def bad(why: str) -> Unprocessable:
+        return Unprocessable(f"webhook: {why}, got {str(value)[:100]!r}", details={"field": "webhook"})
+
+    if not isinstance(value, str):
+        raise bad("must be an http(s) URL string")
+    if len(value) > MAX_WEBHOOK_URL:
+        raise bad(f"must be at most {MAX_WEBHOOK_URL} characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError on a port that is not a number from 0 to 65535
+    except ValueError as exc:
+        raise bad(f"is not a valid URL ({exc})") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad("must be an absolute http:// or https:// URL with a host")
+    if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
+        raise bad("must not contain spaces or control characters")
+    return value
 
 
 def create_run(session: Session, registry: NodeRegistry, storage: Storage, limits: ImageLimits,
                version: WorkflowVersion, raw_inputs: Any, files: Mapping[str, bytes],
-               api_key_id: int | None, *, run_id: str | None = None) -> Run:
+               api_key_id: int | None, *, run_id: str | None = None, webhook: Any = None) -> Run:
+    webhook_url = check_webhook_url(webhook)
     if not isinstance(raw_inputs, dict):
         raise Unprocessable("'inputs' must be an object of input name to value", details={"field": "inputs"})
     exposed = exposed_inputs_of(registry, version)
@@ -82,7 +111,7 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
     now = utcnow()
     # dispatched_at is set now: the caller sends the task right after this commits.
     run = Run(id=run_id or new_id(), version_id=version.id, status=RunStatus.QUEUED, inputs=values,
-              prompt=prompt, api_key_id=api_key_id, queued_at=now, dispatched_at=now)
+              prompt=prompt, api_key_id=api_key_id, queued_at=now, dispatched_at=now, webhook_url=webhook_url)
     session.add(run)
     session.flush()
     return run
@@ -144,6 +173,8 @@ def _output_to_dict(output: RunOutput) -> dict[str, Any]:
         "size_bytes": output.size_bytes,
         "released": output.released,
         "review": output.review_state,
+        "sampled": output.sampled,
+        "gate_attempt": output.gate_attempt,
         "verdict": output.verdict,
     }
     if not output.released:
@@ -173,6 +204,27 @@ def withheld_reason(output: RunOutput) -> str:
     return f"withheld by the quality gate, waiting for review: {reasons}"
 
 
+def gate_summary(run: Run) -> dict[str, Any] | None:
+    """What the gate loop did, for callers and reviewers: each attempt's seeds, decision and per-output
+    reason codes and scores (full verdicts stay in the run row), which attempt was chosen, why retrying
+    stopped. None for a run that never reached the gate."""
+    if not run.gate:
+        return None
+    attempts = []
+    for attempt in run.gate.get("attempts", []):
+        outputs = [{"index": o["index"], "decision": o["verdict"].get("decision"),
+                    "reason_codes": o["verdict"].get("reason_codes", []), "scores": o["verdict"].get("scores", {})}
+                   for o in attempt.get("outputs", [])]
+        attempts.append({
+            "attempt": attempt["attempt"], "seeds": attempt.get("seeds", {}), "decision": attempt["decision"],
+            "retryable": attempt.get("retryable", False),
+            "reason_codes": sorted({code for o in outputs for code in o["reason_codes"]}),
+            "outputs": outputs, "execute_ms": attempt.get("execute_ms"), "gate_ms": attempt.get("gate_ms"),
+        })
+    return {"attempts": attempts, "chosen": run.gate.get("chosen"), "retry_stopped": run.gate.get("retry_stopped"),
+            "policy_revision": run.policy_revision}
+
+
 def run_to_dict(run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
@@ -188,6 +240,7 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "outputs": [_output_to_dict(o) for o in run.outputs],
         "error": run.error,
         "timings": run.timings,
+        "gate": gate_summary(run),
     }
 
 
@@ -203,7 +256,20 @@ def cancel_run(session: Session, run_id: str) -> Run:
         # Running: the worker sees the flag between nodes and ends the run as canceled.
         session.execute(update(Run).where(Run.id == run_id).values(cancel_requested=True))
     session.refresh(run)
+    if canceled_now:
+        announce(session, run_id, webhooks.EVENT_ENDED)
     return run
+
+
+def announce(session: Session, run_id: str, event: str) -> None:
+    """Queue the run's webhook (if it has one) for ``event``, in the caller's transaction, with the run as it
+    is now in this transaction."""
+    session.flush()
+    run = session.get(Run, run_id)
+    if run is None or not run.webhook_url:
+        return
+    session.refresh(run)  # outputs and status written by UPDATE statements in this transaction
+    webhooks.enqueue(session, run, event, run_to_dict(run))
 
 
 # --- the worker's side -------------------------------------------------------------------------------
@@ -219,22 +285,31 @@ class ClaimedRun:
     inputs: dict[str, Any]
     version_id: int
     queue_ms: float
+    policy_revision: int  # the version's policy revision this attempt is gated with
+    workflow_id: int
 
 
 def claim_run(session: Session, run_id: str, attempt: int, worker: str) -> ClaimedRun | None:
     """Take a queued run for this attempt; None when it is not ours to run (duplicate or stale message)."""
     now = utcnow()
+    # The policy revision is taken in the same statement: the run is gated with the policy as it was when
+    # it started, whatever edits come meanwhile.
+    current_revision = (select(WorkflowVersion.policy_revision).where(WorkflowVersion.id == Run.version_id)
+                        .scalar_subquery())
     row = session.execute(
         update(Run)
         .where(Run.id == run_id, Run.attempt == attempt, Run.status == RunStatus.QUEUED,
                Run.cancel_requested.is_(False))
-        .values(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker)
-        .returning(Run.prompt, Run.inputs, Run.version_id, Run.queued_at)
+        .values(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker,
+                policy_revision=current_revision)
+        .returning(Run.prompt, Run.inputs, Run.version_id, Run.queued_at, Run.policy_revision)
     ).one_or_none()
     if row is None:
         return None
+    workflow_id = session.scalar(select(WorkflowVersion.workflow_id).where(WorkflowVersion.id == row.version_id))
     return ClaimedRun(prompt=row.prompt, inputs=row.inputs, version_id=row.version_id,
-                      queue_ms=round((now - row.queued_at).total_seconds() * 1000, 3))
+                      queue_ms=round((now - row.queued_at).total_seconds() * 1000, 3),
+                      policy_revision=row.policy_revision, workflow_id=int(workflow_id))
 
 
 def heartbeat(session: Session, run_id: str, attempt: int) -> tuple[bool, bool]:
@@ -246,6 +321,8 @@ def heartbeat(session: Session, run_id: str, attempt: int) -> tuple[bool, bool]:
 
 @dataclass(frozen=True)
 class OutputRecord:
+    """One output of the chosen gate attempt, as the worker stored it."""
+
     index: int
     node_id: str
     filename: str
@@ -255,32 +332,59 @@ class OutputRecord:
     height: int | None
     size_bytes: int
     verdict: dict[str, Any]
-    passed: bool
+    decision: str  # the verdict's: pass | review | reject
+    sha256: str | None = None
+    phash: str | None = None  # 16 hex digits
+    request_key: str | None = None
+    gate_attempt: int = 1
+    sampled: bool = False  # a passing output also sent to review (audit); it stays released
+
+
+def _status_of(outputs: list[OutputRecord]) -> str:
+    decisions = {o.decision for o in outputs}
+    if "reject" in decisions:
+        return RunStatus.REJECTED
+    if "review" in decisions:
+        return RunStatus.HELD
+    return RunStatus.SUCCEEDED
 
 
 def finish_run(session: Session, run_id: str, attempt: int, outputs: list[OutputRecord],
-               timings: dict[str, Any]) -> str | None:
-    """Record outputs and the final status; returns the status, or None if the run is no longer ours."""
-    status = RunStatus.SUCCEEDED if all(o.passed for o in outputs) else RunStatus.REJECTED
+               timings: dict[str, Any], gate: dict[str, Any] | None = None) -> str | None:
+    """Record outputs, the gate loop's record and the final status: any rejected output → rejected, else any
+    output in a review band → held (both withheld, waiting for review), else succeeded. The webhook of a
+    succeeded run is queued in the same transaction; that of a rejected or held one waits for the review.
+    Returns the status, or None if the run is no longer ours."""
+    status = _status_of(outputs)
     done = session.execute(
         update(Run).where(_owned(run_id, attempt))
-        .values(status=status, finished_at=utcnow(), timings=timings, error=None)
+        .values(status=status, finished_at=utcnow(), timings=timings, error=None, gate=gate)
     ).rowcount
     if not done:
         return None
+    workflow_id = session.scalar(select(WorkflowVersion.workflow_id).join(Run, Run.version_id == WorkflowVersion.id)
+                                 .where(Run.id == run_id))
     for o in outputs:
+        passed = o.decision == "pass"
         session.add(RunOutput(
-            run_id=run_id, index=o.index, node_id=o.node_id, filename=o.filename, storage_key=o.storage_key,
-            content_type=o.content_type, width=o.width, height=o.height, size_bytes=o.size_bytes,
-            verdict=o.verdict, passed=o.passed, released=o.passed,
-            review_state=None if o.passed else "pending",
+            run_id=run_id, workflow_id=workflow_id, index=o.index, node_id=o.node_id, filename=o.filename,
+            storage_key=o.storage_key, content_type=o.content_type, width=o.width, height=o.height,
+            size_bytes=o.size_bytes, verdict=o.verdict, passed=passed, released=passed,
+            review_state="pending" if not passed or o.sampled else None, sampled=passed and o.sampled,
+            sha256=o.sha256, phash=o.phash, request_key=o.request_key, gate_attempt=o.gate_attempt,
         ))
+    if status in RunStatus.ENDED_WITHOUT_REVIEW:
+        announce(session, run_id, webhooks.EVENT_ENDED)
     return status
 
 
 def fail_run(session: Session, run_id: str, attempt: int, status: str, error: dict[str, Any],
              timings: dict[str, Any] | None = None) -> bool:
-    return bool(session.execute(
+    """End the run without outputs (failed or canceled), queueing its webhook in the same transaction."""
+    done = bool(session.execute(
         update(Run).where(_owned(run_id, attempt))
         .values(status=status, finished_at=utcnow(), error=error, timings=timings)
     ).rowcount)
+    if done:
+        announce(session, run_id, webhooks.EVENT_ENDED)
+    return done

@@ -1,0 +1,36 @@
+"""/v1/webhooks: the webhook deliveries of a run, with their state (admin only)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.orm import Session
+
+from comfygate.platform.api.auth import require_admin
+from comfygate.platform.api.context import state_of
+from comfygate.platform.errors import Unprocessable
+from comfygate.platform.services import runs as run_service
+from comfygate.platform.services import webhooks as outbox
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+
+
+@routes.get("/v1/webhooks")
+async def list_deliveries(request: web.Request) -> web.Response:
+    require_admin(request)
+    run_id = request.query.get("run", "")
+    if not _RUN_ID.fullmatch(run_id):
+        raise Unprocessable(f"run must be a run id (32 hex digits), got {run_id[:64]!r}", details={"field": "run"})
+
+    def deliveries(session: Session) -> list[dict[str, Any]]:
+        run_service.get_run(session, run_id)  # 404 naming the run when there is none
+        return outbox.deliveries_of(session, run_id)
+
+    items = await state_of(request).call(deliveries)
+    return web.json_response({"run": run_id, "items": items, "count": len(items)})
