@@ -79,6 +79,102 @@ def test_bad_input_specs_name_what_is_wrong(sessions, registry, card_workflow, s
 
 
 def test_bad_policy_is_refused_with_its_key(sessions, registry, card_workflow):
-    with pytest.raises(Unprocessable, match="policy"):
+    with pytest.raises(Unprocessable, match="policy") as caught:
         push(sessions, registry, name="card", workflow=card_workflow,
-             policy={"checks": {"blank": {"threshold": "high"}}})
+             policy={"checks": {"blank": {"reject": "high"}}})
+    assert caught.value.details == {"field": "policy.checks.blank.reject"}
+
+
+def test_a_v1_policy_upload_is_refused_naming_the_old_key(sessions, registry, card_workflow):
+    with pytest.raises(Unprocessable, match="policy format changed") as caught:
+        push(sessions, registry, name="card", workflow=card_workflow,
+             policy={"checks": {"blank": {"enabled": True, "threshold": 0.1}}})
+    assert caught.value.details["field"].startswith("policy.checks.blank.")
+
+
+def test_a_version_starts_at_policy_revision_one_with_the_normalised_policy(sessions, registry, card_workflow):
+    summary, _ = push(sessions, registry, name="card", workflow=card_workflow,
+                      policy={"checks": {"blank": {"reject": 0.05}}, "retries": 2})
+    assert summary["policy_revision"] == 1
+    assert summary["policy_url"] == "/v1/workflows/card/versions/1/policy"
+    with session_scope(sessions) as session:
+        current = service.get_policy(session, "card", 1)
+    assert (current["revision"], current["updated_at"]) == (1, None)
+    policy = current["policy"]
+    assert policy["checks"]["blank"] == {"reject": 0.05} and policy["retries"] == 2
+    assert policy["checks"]["decode"] == "reject" and policy["best_of"] == 1  # defaults written out
+
+
+def test_editing_a_policy_bumps_its_revision_and_keeps_the_version(sessions, registry, card_workflow):
+    push(sessions, registry, name="card", workflow=card_workflow)
+    edited = {"checks": {"blank": {"reject": 0.05, "review": 0.1}, "noise": "off"}, "retries": 3}
+    with session_scope(sessions) as session:
+        version = service.update_policy(session, "card", 1, edited)
+        assert version.policy_revision == 2 and version.policy_updated_at is not None
+    with session_scope(sessions) as session:
+        service.update_policy(session, "card", 1, {**edited, "retries": 4})
+    with session_scope(sessions) as session:
+        current = service.get_policy(session, "card", 1)
+        summary = service.version_summary(service.get_version(session, "card", 1))
+    assert current["revision"] == 3 and current["updated_at"].endswith("Z")
+    assert current["policy"]["checks"]["blank"] == {"reject": 0.05, "review": 0.1}
+    assert current["policy"]["checks"]["noise"] == "off" and current["policy"]["retries"] == 4
+    assert summary["policy"] == current["policy"] and summary["policy_revision"] == 3
+    # The graph did not change, so pushing it again is still version 1 (the edit made no new version).
+    again, created = push(sessions, registry, name="card", workflow=copy.deepcopy(card_workflow))
+    assert not created and again["version"] == 1 and again["policy_revision"] == 3
+
+
+BAD_POLICY_EDITS = [
+    ({"checks": {"blank": {"reject": "high"}}}, "policy.checks.blank.reject"),
+    ({"checks": {"blank": {"reject": 1.5}}}, "policy.checks.blank.reject"),
+    ({"checks": {"sharpness": "reject"}}, "policy.checks.sharpness"),
+    ({"retries": 11}, "policy.retries"),
+    ({"prompt_input": "1.colour"}, "policy.prompt_input"),
+    ([1], "policy"),
+]
+
+
+def test_a_bad_policy_edit_names_the_key_and_changes_nothing(sessions, registry, card_workflow):
+    push(sessions, registry, name="card", workflow=card_workflow)
+    for policy, field in BAD_POLICY_EDITS:
+        with session_scope(sessions) as session, pytest.raises(Unprocessable) as caught:
+            service.update_policy(session, "card", 1, policy)
+        assert caught.value.details == {"field": field}, policy
+    with session_scope(sessions) as session, pytest.raises(NotFound, match="no version 7"):
+        service.update_policy(session, "card", 7, {})
+    with session_scope(sessions) as session:
+        assert service.get_policy(session, "card", 1)["revision"] == 1
+
+
+def test_prompt_input_may_name_an_exposed_input(sessions, registry, card_workflow):
+    push(sessions, registry, name="card", workflow=card_workflow,
+         inputs_spec={"title": {"node": "8", "input": "filename_prefix"}})
+    with session_scope(sessions) as session:
+        assert service.update_policy(session, "card", 1, {"prompt_input": "title"}).policy["prompt_input"] == "title"
+    with session_scope(sessions) as session, pytest.raises(Unprocessable, match="'prompt'.*exposed inputs"):
+        service.update_policy(session, "card", 1, {"prompt_input": "prompt"})
+
+
+def test_policy_over_http_admin_only(server, card_workflow):
+    assert server.call("POST", "/v1/workflows", json={"name": "pol", "workflow": card_workflow}).ok
+    path = "/v1/workflows/pol/versions/1/policy"
+    for method, body in (("GET", None), ("PUT", {})):
+        refused = server.call(method, path, key="user", json=body)
+        assert refused.status_code == 403, refused.text
+    before = server.call("GET", path).json()
+    assert before["workflow"] == "pol" and before["version"] == 1 and before["policy"]["checks"]["decode"] == "reject"
+
+    bad = server.call("PUT", path, json={"checks": {"blank": {"reject": "high"}}})
+    assert bad.status_code == 422, bad.text
+    error = bad.json()["error"]
+    assert error["details"] == {"field": "policy.checks.blank.reject"} and "blank" in error["message"]
+    assert server.call("PUT", path, data=b"[1]").status_code == 400
+
+    saved = server.call("PUT", path, json={"checks": {"blank": {"reject": 0.07}}})
+    assert saved.status_code == 200, saved.text
+    assert saved.json()["revision"] == before["revision"] + 1
+    after = server.call("GET", path).json()
+    assert after["policy"]["checks"]["blank"] == {"reject": 0.07} and after["revision"] == saved.json()["revision"]
+    assert server.call("GET", "/v1/workflows/pol/versions/1").json()["policy_revision"] == after["revision"]
+    assert server.call("GET", "/v1/workflows/pol/versions/2/policy").status_code == 404

@@ -1,4 +1,5 @@
-"""/v1/review: the queue of withheld outputs and the decisions on them (admin only)."""
+"""/v1/review: the queue of withheld outputs and the decisions on them; /v1/calibration: what the decisions
+say about the gate's thresholds (admin only)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from comfygate.platform.api.auth import require_admin
-from comfygate.platform.api.bodies import path_number, read_json_object
+from comfygate.platform.api.bodies import WORKFLOW_NAME_PATH, path_number, read_json_object
 from comfygate.platform.api.context import state_of
+from comfygate.platform.services import calibration
 from comfygate.platform.services import review as review_service
 from comfygate.platform.services import runs as run_service
 
@@ -59,3 +61,12 @@ async def review_image(request: web.Request) -> web.Response:
     output = await state.call(review_service.get_output, output_id_of(request))
     data = await state.in_thread(state.storage.get, output.storage_key)
     return web.Response(body=data, content_type=output.content_type)
+
+
+@routes.get(f"/v1/calibration/{WORKFLOW_NAME_PATH}")
+async def get_calibration(request: web.Request) -> web.Response:
+    """Per check: approved vs rejected score histograms, precision/recall of its bands against the review
+    labels, and a suggested threshold (see ``services.calibration``)."""
+    require_admin(request)
+    report = await state_of(request).call(calibration.calibration_report, request.match_info["name"])
+    return web.json_response(report)

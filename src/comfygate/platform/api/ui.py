@@ -1,4 +1,4 @@
-"""The web UI: log in, upload a workflow, and the admin console's review queue.
+"""The web UI: log in, upload a workflow, and the admin console (review queue, policy editor, calibration).
 
 Server-rendered pages with plain forms; every form that changes something carries the session's CSRF token.
 """
@@ -14,12 +14,12 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from comfygate.platform.api.auth import SESSION_COOKIE, Caller, check_csrf, web_session
-from comfygate.platform.api.bodies import parse_json
+from comfygate.platform.api.bodies import WORKFLOW_NAME_PATH, parse_json
 from comfygate.platform.api.context import state_of
 from comfygate.platform.api.review import decide_output, output_id_of, review_queue
-from comfygate.platform.api.workflows import push_workflow
-from comfygate.platform.errors import BadRequest, PlatformError
-from comfygate.platform.services import accounts
+from comfygate.platform.api.workflows import parse_version_number, push_workflow, save_policy
+from comfygate.platform.errors import BadRequest, PlatformError, Unprocessable
+from comfygate.platform.services import accounts, calibration
 from comfygate.platform.services import workflows as workflow_service
 from comfygate.platform.services.accounts import SESSION_LIFETIME
 
@@ -188,6 +188,120 @@ async def admin_decide(request: web.Request) -> web.Response:
         return await _admin_page(request, caller, exc.status, error=exc.message)
     state.waiters.notify(result["run"]["id"])
     raise web.HTTPSeeOther(f"/admin?decided={result['output_id']}")
+
+
+def _policy_page_data(session: Any, name: str, number: int) -> dict[str, Any]:
+    version = workflow_service.get_version(session, name, number)
+    return {**workflow_service.policy_to_dict(version),
+            "versions": [v.number for v in version.workflow.versions]}
+
+
+async def _policy_page(request: web.Request, caller: Caller, name: str, number: int, status: int = 200,
+                       text: str | None = None, **context: Any) -> web.Response:
+    data = await state_of(request).call(_policy_page_data, name, number)
+    policy_text = text if text is not None else json.dumps(data["policy"], indent=2)
+    return _page("policy.html", status=status, caller=caller, data=data, policy_text=policy_text, **context)
+
+
+_POLICY_PAGE = f"/admin/workflows/{WORKFLOW_NAME_PATH}/versions/{{number}}/policy"
+
+
+@routes.get(_POLICY_PAGE)
+async def policy_editor(request: web.Request) -> web.Response:
+    caller = await _admin_or_login(request)
+    number = parse_version_number(request.match_info["number"])
+    return await _policy_page(request, caller, request.match_info["name"], number,
+                              saved=request.query.get("saved"))
+
+
+@routes.post(_POLICY_PAGE)
+async def policy_save(request: web.Request) -> web.Response:
+    caller = await _admin_or_login(request)
+    form = await _form(request)
+    check_csrf(caller, str(form.get("csrf_token", "")))
+    name, number = request.match_info["name"], parse_version_number(request.match_info["number"])
+    text = _text(form, "policy")
+    try:
+        saved = await state_of(request).call(save_policy, name, number, parse_json(text, "the policy"))
+    except (BadRequest, Unprocessable) as exc:
+        # Shown next to the editor, which keeps what the admin typed; details.field names the key path.
+        field = exc.details.get("field") if isinstance(exc.details, dict) else None
+        return await _policy_page(request, caller, name, number, status=exc.status, text=text,
+                                  error=exc.message, error_field=field)
+    raise web.HTTPSeeOther(f"/admin/workflows/{name}/versions/{number}/policy?saved={saved['revision']}")
+
+
+async def _calibration_page(request: web.Request, caller: Caller, name: str, status: int = 200,
+                            **context: Any) -> web.Response:
+    report = await state_of(request).call(calibration.calibration_report, name)
+    for check in report["checks"]:
+        check["chart"] = _histogram_chart(check)
+    return _page("calibration.html", status=status, caller=caller, report=report, **context)
+
+
+# The histogram is drawn as inline SVG (no script, nothing fetched): two bars per bin, markers at the cuts.
+_CHART_WIDTH, _CHART_HEIGHT, _CHART_TOP = 400, 120, 10
+
+
+def _histogram_chart(check: dict[str, Any]) -> dict[str, Any]:
+    hist = check["histogram"]
+    edges = hist["edges"]
+    tallest = max([*hist["approved"], *hist["rejected"], 1])
+    slot = _CHART_WIDTH / len(hist["approved"])
+    usable = _CHART_HEIGHT - _CHART_TOP
+
+    def bar(count: int, i: int, offset: float, kind: str) -> dict[str, Any]:
+        height = usable * count / tallest
+        return {"x": i * slot + offset, "y": _CHART_HEIGHT - height, "width": slot * 0.4, "height": height,
+                "kind": kind, "count": count, "low": edges[i], "high": edges[i + 1]}
+
+    bars = [bar(c, i, slot * 0.08, "approved") for i, c in enumerate(hist["approved"])]
+    bars += [bar(c, i, slot * 0.52, "rejected") for i, c in enumerate(hist["rejected"])]
+    low, high = edges[0], edges[-1]
+
+    def marker(value: float, kind: str) -> dict[str, Any]:
+        position = (value - low) / (high - low) if high > low else 0.0
+        return {"x": max(0.0, min(1.0, position)) * _CHART_WIDTH, "kind": kind, "value": value}
+
+    markers = [marker(band["cut"], name) for name, band in check["bands"].items() if name != "reject_or_review"]
+    if check["suggestion"]:
+        markers.append(marker(check["suggestion"]["threshold"], "suggested"))
+    return {"width": _CHART_WIDTH, "height": _CHART_HEIGHT, "bars": bars, "markers": markers,
+            "low": low, "high": high}
+
+
+@routes.get(f"/admin/calibration/{WORKFLOW_NAME_PATH}")
+async def calibration_page(request: web.Request) -> web.Response:
+    caller = await _admin_or_login(request)
+    return await _calibration_page(request, caller, request.match_info["name"],
+                                   applied=request.query.get("applied"), revision=request.query.get("revision"))
+
+
+def _apply_suggestion(session: Any, name: str, number: int, check: str, band: str, value: float
+                      ) -> dict[str, Any]:
+    version = workflow_service.get_version(session, name, number)
+    return save_policy(session, name, number, calibration.with_threshold(version.policy, check, band, value))
+
+
+@routes.post(f"/admin/calibration/{WORKFLOW_NAME_PATH}/apply")
+async def calibration_apply(request: web.Request) -> web.Response:
+    """Apply a suggested threshold: one band of one check of the version the page showed, saved through the
+    same validation as the policy editor."""
+    caller = await _admin_or_login(request)
+    form = await _form(request)
+    check_csrf(caller, str(form.get("csrf_token", "")))
+    name = request.match_info["name"]
+    try:
+        number = parse_version_number(_text(form, "version"))
+        value = parse_json(_text(form, "threshold"), "the threshold")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise BadRequest(f"the threshold must be a number, got {_text(form, 'threshold')!r}")
+        saved = await state_of(request).call(_apply_suggestion, name, number, _text(form, "check"),
+                                             _text(form, "band"), value)
+    except PlatformError as exc:
+        return await _calibration_page(request, caller, name, status=exc.status, error=exc.message)
+    raise web.HTTPSeeOther(f"/admin/calibration/{name}?applied={quote(_text(form, 'check'))}"
+                           f"&revision={saved['revision']}")
 
 
 def setup(app: web.Application) -> None:

@@ -1,4 +1,4 @@
-"""/v1/workflows: upload a workflow version, list and read them."""
+"""/v1/workflows: upload a workflow version, list and read them, read and edit a version's policy."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from comfygate.comfy_runtime import NodeRegistry
+from comfygate.platform.api.auth import require_admin
 from comfygate.platform.api.bodies import WORKFLOW_NAME_PATH, path_number, read_json_object
 from comfygate.platform.api.context import state_of
 from comfygate.platform.errors import Unprocessable
 from comfygate.platform.services import workflows as workflow_service
 
-__all__ = ["routes", "push_workflow", "parse_version_number"]
+__all__ = ["routes", "push_workflow", "parse_version_number", "save_policy"]
 
 routes = web.RouteTableDef()
 
@@ -99,3 +100,34 @@ async def get_version_source(request: web.Request) -> web.Response:
     number = parse_version_number(request.match_info["number"])
     document = await state_of(request).call(_version_source, request.match_info["name"], number)
     return web.json_response(document)
+
+
+_POLICY_PATH = f"/v1/workflows/{WORKFLOW_NAME_PATH}/versions/{{number}}/policy"
+
+
+@routes.get(_POLICY_PATH)
+async def get_policy(request: web.Request) -> web.Response:
+    """``{"workflow", "version", "policy", "revision", "updated_at"}`` (admin)."""
+    require_admin(request)
+    number = parse_version_number(request.match_info["number"])
+    body = await state_of(request).call(workflow_service.get_policy, request.match_info["name"], number)
+    return web.json_response(body)
+
+
+def save_policy(session: Session, name: str, number: int, raw_policy: Any) -> dict[str, Any]:
+    """Shared by the REST route and the console's editor: the saved policy as ``get_policy`` shows it."""
+    return workflow_service.policy_to_dict(workflow_service.update_policy(session, name, number, raw_policy))
+
+
+@routes.put(_POLICY_PATH)
+async def put_policy(request: web.Request) -> web.Response:
+    """Replace the version's policy (admin). The body IS the policy object, e.g. ``{"checks": {...},
+    "retries": 2}`` (not wrapped in ``{"policy": ...}``); keys left out take their defaults. A bad policy is
+    a 422 whose ``details.field`` is the key path (``policy.checks.blank.reject``). Answers like GET, with
+    the revision raised by one."""
+    require_admin(request)
+    state = state_of(request)
+    number = parse_version_number(request.match_info["number"])
+    body = await read_json_object(request, state.settings.max_upload_bytes)
+    saved = await state.call(save_policy, request.match_info["name"], number, body)
+    return web.json_response(saved)

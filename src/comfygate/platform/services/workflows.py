@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,11 +25,11 @@ from comfygate.comfy_runtime import (
     load_valid_workflow,
 )
 from comfygate.platform.errors import NotFound, Unprocessable
-from comfygate.platform.models import Workflow, WorkflowVersion
+from comfygate.platform.models import Workflow, WorkflowVersion, utcnow
 from comfygate.sentinel import Policy, PolicyInvalid
 
 __all__ = ["Analysed", "PushResult", "analyse", "push_version", "get_version", "list_workflows", "exposed_inputs_of",
-           "version_summary", "WORKFLOW_NAME", "RaceLost"]
+           "version_summary", "get_policy", "update_policy", "policy_to_dict", "WORKFLOW_NAME", "RaceLost"]
 
 WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
@@ -99,16 +99,27 @@ def analyse(registry: NodeRegistry, workflow: Any, inputs_spec: Any, policy: Any
         raise Unprocessable(message, details=exc.to_dict()) from exc
     except ComfyRuntimeError as exc:
         raise Unprocessable(str(exc), details={"field": "workflow"}) from exc
-    try:
-        normalised_policy = Policy.from_dict(policy).to_dict()
-    except PolicyInvalid as exc:
-        raise Unprocessable(f"policy: {exc}", details={"field": "policy"}) from exc
-    # Only a prompt_input the uploader named must exist; the default one simply finds no text to check.
-    prompt_input = policy.get("prompt_input") if isinstance(policy, dict) else None
-    if prompt_input is not None and prompt_input not in {e.name for e in exposed}:
-        raise Unprocessable(f"policy.prompt_input names {prompt_input!r}, which is not an exposed input",
-                            details={"field": "policy.prompt_input"})
+    normalised_policy = _normalised_policy(policy, {e.name for e in exposed}, unchecked=None)
     return Analysed(loaded, spec, exposed, normalised_policy)
+
+
+def _normalised_policy(raw: Any, exposed_names: set[str], unchecked: str | None) -> dict[str, Any]:
+    """The policy's full normalised form; Unprocessable names the key path (``policy.checks.blank.reject``).
+
+    ``unchecked``: a prompt_input accepted as it is (the one already stored, so that saving the stored policy
+    back unchanged works even when it is the default name that no input has).
+    """
+    try:
+        normalised = Policy.from_dict(raw).to_dict()
+    except PolicyInvalid as exc:
+        field = f"policy.{exc.path}" if exc.path else "policy"
+        raise Unprocessable(f"policy: {exc}", details={"field": field}) from exc
+    # Only a prompt_input the uploader named must exist; the default one simply finds no text to check.
+    prompt_input = raw.get("prompt_input") if isinstance(raw, dict) else None
+    if prompt_input is not None and prompt_input != unchecked and prompt_input not in exposed_names:
+        raise Unprocessable(f"policy.prompt_input names {prompt_input!r}, which is not an exposed input; "
+                            f"exposed inputs: {sorted(exposed_names)}", details={"field": "policy.prompt_input"})
+    return normalised
 
 
 def _schema_for(exposed: list[ExposedInput]) -> dict[str, Any]:
@@ -193,6 +204,35 @@ def version_summary(version: WorkflowVersion) -> dict[str, Any]:
         "run_url": f"/v1/workflows/{name}/versions/{version.number}/runs",
         "input_schema": version.input_schema,
         "policy": version.policy,
+        "policy_revision": version.policy_revision,
+        "policy_url": f"/v1/workflows/{name}/versions/{version.number}/policy",
         "source_format": version.source_format,
         "created_at": version.created_at.isoformat() + "Z",
     }
+
+
+def policy_to_dict(version: WorkflowVersion) -> dict[str, Any]:
+    updated = version.policy_updated_at
+    return {"workflow": version.workflow.name, "version": version.number, "policy": version.policy,
+            "revision": version.policy_revision, "updated_at": updated.isoformat() + "Z" if updated else None}
+
+
+def get_policy(session: Session, name: str, number: int) -> dict[str, Any]:
+    return policy_to_dict(get_version(session, name, number))
+
+
+def update_policy(session: Session, name: str, number: int, raw_policy: Any) -> WorkflowVersion:
+    """Replace a version's policy (validated like an upload's) and bump its revision.
+
+    The graph stays immutable and the content hash keeps identifying what was uploaded; runs record the
+    policy revision they were gated with.
+    """
+    version = get_version(session, name, number)
+    # The exposed inputs are the input schema's properties: no registry is needed to know their names.
+    normalised = _normalised_policy(raw_policy, set(version.input_schema.get("properties", {})),
+                                    unchecked=version.policy.get("prompt_input"))
+    # One UPDATE, so two admins saving at once get two distinct revisions rather than one lost increment.
+    session.execute(update(WorkflowVersion).where(WorkflowVersion.id == version.id).values(
+        policy=normalised, policy_revision=WorkflowVersion.policy_revision + 1, policy_updated_at=utcnow()))
+    session.refresh(version)
+    return version
