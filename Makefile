@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: run test install install-dev browser lint bench
+.PHONY: run test install install-dev browser lint bench bench-sentinel
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,3 +43,6 @@ lint: install-dev
 
 bench: install-dev
 	$(BIN)/python bench/overhead.py
+
+bench-sentinel: install-dev
+	$(BIN)/python bench/sentinel.py

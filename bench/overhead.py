@@ -55,15 +55,22 @@ WORKFLOW = {
           "inputs": {"images": ["1", 0], "filename_prefix": "bench/overhead"}},
 }
 INPUTS = {"color": {"node": "1", "input": "color"}}
-# Integrity checks only: decode and finite reject; blank and noise run on every output but only flag, since a
-# solid colour is by design "blank" and would otherwise be rejected. No CLIP, so no prompt input.
+# Integrity checks only (the v2 policy format, README "The quality gate"): decode and finite reject; blank and
+# noise run on every output but only send it to review below a threshold no image reaches (-1 and 0 are the
+# bottoms of their ranges), since a solid colour is by design "blank" and would otherwise be rejected.
+# Everything else is off: no duplicates (all colours make the same perceptual hash), no models, no prompt input.
 POLICY = {
     "checks": {
-        "decode": {"enabled": True, "action": "reject"},
-        "finite": {"enabled": True, "action": "reject"},
-        "blank": {"enabled": True, "action": "flag"},
-        "noise": {"enabled": True, "action": "flag"},
-        "clip_alignment": {"enabled": False},
+        "decode": "reject",
+        "finite": "reject",
+        "blank": {"review": 0.0},
+        "noise": {"review": -1.0},
+        "duplicate": "off",
+        "clip_alignment": "off",
+        "aesthetic": "off",
+        "nsfw": "off",
+        "blur": "off",
+        "colour_entropy": "off",
     },
     "prompt_input": None,
 }

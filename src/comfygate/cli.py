@@ -1,18 +1,24 @@
-"""Command line: serve | worker | db upgrade | keys create|revoke | workflows push|convert|validate | run | settings."""
+"""Command line: serve | worker | db upgrade | keys create|revoke | workflows push|convert|validate | run | score |
+settings."""
 
 from __future__ import annotations
 
 import argparse
 import base64
+import io
 import json
 import logging
+import mimetypes
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfygate.settings import SETTINGS, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from comfygate.sentinel import Policy
 
 __all__ = ["main"]
 
@@ -158,12 +164,107 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
     status, answer = ApiClient(args.url or settings.public_url, args.key or settings.api_key).post(
         path, {"inputs": inputs})
     print(json.dumps(answer, indent=2))
-    return 0 if status in (200, 202) and answer.get("status") not in ("failed", "rejected") else 1
+    return 0 if status in (200, 202) and answer.get("status") not in ("failed", "rejected", "held") else 1
+
+
+class _UsageError(Exception):
+    """A bad argument of ``comfygate score`` (unreadable file, invalid policy); the message names it."""
+
+
+def _score_policy(path: str | None) -> Policy:
+    """The policy in ``path`` (v2 JSON), or the default policy; ``_UsageError`` naming the file and key path."""
+    from comfygate.sentinel import Policy, PolicyInvalid
+
+    if path is None:
+        return Policy.default()
+    try:
+        document = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise _UsageError(f"cannot read policy {path}: {exc.strerror or exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise _UsageError(f"policy {path} is not JSON: {exc}") from exc
+    try:
+        return Policy.from_dict(document)
+    except PolicyInvalid as exc:
+        where = exc.path or "(the document)"
+        raise _UsageError(f"policy {path}: {where}: {exc.message}") from exc
+
+
+def _detected_content_type(path: str, data: bytes) -> str:
+    """The media type of the bytes themselves (read from their header), so the decode check judges the file as
+    it is; a file Pillow does not recognise at all gets its extension's type, and its verdict says it does not
+    decode."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            found = image.format
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        found = None
+    if found:
+        return Image.MIME.get(found, f"image/{found.lower()}")
+    return mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+def _scoring_device(settings: Settings) -> str:
+    """The device setting as a torch device name; "auto" asks torch only when a scoring model will load."""
+    setting = settings.device.strip().lower() or "auto"
+    if setting != "auto":
+        return setting
+    if not settings.clip_model:
+        return "cpu"
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _score(settings: Settings, args: argparse.Namespace) -> int:
+    from comfygate.sentinel import Candidate, RecentOutput, Scorers, ScorerUnavailable, Sentinel
+
+    try:
+        policy = _score_policy(args.policy)
+        for path in args.images:  # every file must be readable before any verdict is printed
+            try:
+                Path(path).open("rb").close()
+            except OSError as exc:
+                raise _UsageError(f"cannot read image {path}: {exc.strerror or exc}") from exc
+    except _UsageError as exc:
+        print(f"comfygate score: {exc}", file=sys.stderr)
+        return 2
+
+    batch_size = max(1, settings.sentinel_batch_size)
+    resolved = policy.resolve({})  # no score history here: percentile bands use their fallback
+    earlier: list[RecentOutput] = []  # newest first: the history the duplicate check compares with
+    all_passed = True
+    try:
+        scorers = Scorers.from_paths(settings.clip_model, settings.clip_weights, settings.aesthetic_weights,
+                                     settings.nsfw_weights, _scoring_device(settings), batch_size=batch_size)
+        sentinel = Sentinel(scorers, max_pixels=settings.max_image_pixels)
+        for start in range(0, len(args.images), batch_size):
+            paths = args.images[start:start + batch_size]
+            # Each image is its own request (its position), so the same file given twice is a duplicate.
+            candidates = []
+            for index, path in enumerate(paths, start):
+                data = Path(path).read_bytes()
+                candidates.append(Candidate(data, _detected_content_type(path, data), prompt=args.prompt,
+                                            request_key=str(index)))
+            verdicts = sentinel.evaluate_batch(candidates, resolved, earlier[:policy.duplicate_window])
+            for path, candidate, verdict in zip(paths, candidates, verdicts, strict=True):
+                print(json.dumps({"image": path, **verdict.to_dict()}), flush=True)
+                all_passed = all_passed and verdict.passed
+                hashed = sentinel.hash_of(candidate)
+                if hashed is not None:
+                    earlier.insert(0, RecentOutput(hashed.sha256, hashed.phash, candidate.request_key, path))
+    except ScorerUnavailable as exc:
+        # A scoring model named in the settings cannot be used: that is not a verdict on the images.
+        print(f"comfygate score: {exc}", file=sys.stderr)
+        return 2
+    return 0 if all_passed else 1
 
 
 def _shown(name: str, value: Any) -> str:
-    """A setting's value for printing: the API key and passwords inside URLs are masked."""
-    if name == "api_key":
+    """A setting's value for printing: secrets (API key, webhook signing key) and passwords in URLs are masked."""
+    if name in ("api_key", "webhook_secret"):
         return "(set)" if value else "(not set)"
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", repr(value))
 
@@ -244,6 +345,20 @@ def _parser() -> argparse.ArgumentParser:
                      help="wait up to N seconds (default 60) for the result")
     client_options(run)
     run.set_defaults(handler=_run)
+
+    score = sub.add_parser(
+        "score", help="judge image files with the sentinel: one JSON verdict per line (exit 0 all pass, "
+                      "1 any rejected or held for review, 2 bad usage)",
+        description="Judge image files with the sentinel, using the scoring models named in the settings "
+                    "(COMFYGATE_CLIP_MODEL, COMFYGATE_CLIP_WEIGHTS, COMFYGATE_AESTHETIC_WEIGHTS, "
+                    "COMFYGATE_NSFW_WEIGHTS). Prints one JSON line per image. Each image is also compared with "
+                    "the images before it for duplicates.")
+    score.add_argument("images", nargs="+", metavar="IMAGE", help="image files to judge")
+    score.add_argument("--prompt", default=None, metavar="TEXT",
+                       help="the prompt the images were made for (prompt-alignment check)")
+    score.add_argument("--policy", default=None, metavar="FILE",
+                       help="policy JSON (the v2 format, see README); default: the default policy")
+    score.set_defaults(handler=_score)
 
     sub.add_parser("settings", help="list the settings and their values").set_defaults(handler=_settings)
     return parser
