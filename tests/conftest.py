@@ -51,5 +51,5 @@ def redis_url() -> str:
 
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    """(model name, weights path) of a tiny open_clip model trained on solid colours (~10 s on CPU)."""
+    """(model name, weights path) of a tiny open_clip model trained on colours x shapes (~5 s on one CPU thread)."""
     return build_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))

@@ -252,7 +252,7 @@ def _score(settings: Settings, args: argparse.Namespace) -> int:
             for path, candidate, verdict in zip(paths, candidates, verdicts, strict=True):
                 print(json.dumps({"image": path, **verdict.to_dict()}), flush=True)
                 all_passed = all_passed and verdict.passed
-                hashed = sentinel.hash_of(candidate)
+                hashed = verdict.image_hash
                 if hashed is not None:
                     earlier.insert(0, RecentOutput(hashed.sha256, hashed.phash, candidate.request_key, path))
     except ScorerUnavailable as exc:

@@ -167,7 +167,8 @@ def test_broken_packs_are_reported_and_skipped_while_good_ones_load(tmp_path, ca
         "needs_comfy", "schema_nodes", "entrypoint_fails", "not_a_package", "good",
         "caption_nodes", "entrypoint_nodes", "seeded_nodes", "slow_nodes", "text_tools"}
     loaded = {name for name, report in reports.items() if report.loaded}
-    assert loaded == {"builtin", "good", "caption_nodes", "entrypoint_nodes", "seeded_nodes", "slow_nodes", "text_tools"}
+    assert loaded == {"builtin", "good", "caption_nodes", "entrypoint_nodes", "seeded_nodes", "slow_nodes",
+                      "text_tools"}
     assert {"GoodNode", "TextShout", "ImageBrightness", "SlowPassImage"} <= set(registry.names())
 
     errors = {name: report.error for name, report in reports.items() if not report.loaded}

@@ -152,11 +152,13 @@ def test_later_candidates_of_a_batch_are_compared_with_earlier_ones():
     assert all(verdict.passed for verdict in same_request)
 
 
-def test_hash_of_gives_what_the_duplicate_check_compares():
+def test_verdicts_carry_the_hash_the_duplicate_check_compares_even_with_the_check_off():
     image = landscape(64)
     cand = candidate(image)
-    assert Sentinel().hash_of(cand) == image_hash(cand.data, image)
-    assert Sentinel().hash_of(Candidate(b"garbage", "image/png")) is None
+    off = Policy.from_dict({"checks": {"duplicate": "off"}})
+    assert Sentinel().evaluate(cand, off).image_hash == image_hash(cand.data, image)
+    assert Sentinel().evaluate(Candidate(b"garbage", "image/png"), off).image_hash is None
+    assert "image_hash" not in Sentinel().evaluate(cand, off).to_dict()
 
 
 # ---- learned checks ------------------------------------------------------------------------------------------------

@@ -285,7 +285,7 @@ class RunProcessor:
         start = time.perf_counter()
         candidates = [self._candidate(o, job) for o in result.outputs]
         verdicts = self.sentinel.evaluate_batch(candidates, job.resolved, job.history.recent)
-        gated = [_GatedOutput(o, self.sentinel.hash_of(c)) for o, c in zip(result.outputs, candidates, strict=True)]
+        gated = [_GatedOutput(o, v.image_hash) for o, v in zip(result.outputs, verdicts, strict=True)]
         gate_ms = _ms(start)
 
         attempt = gate_loop.Attempt(number, seeds, verdicts, gated, execute_ms=execute_ms, gate_ms=gate_ms)

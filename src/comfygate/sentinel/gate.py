@@ -77,7 +77,7 @@ class _Judging:
         return f"the image did not decode: {problems}" if problems else "the image did not decode"
 
     def verdict(self) -> Verdict:
-        return Verdict.from_checks([self.results[name] for name in CHECK_NAMES])
+        return Verdict.from_checks([self.results[name] for name in CHECK_NAMES], self.hash)
 
 
 class Sentinel:
@@ -120,13 +120,6 @@ class Sentinel:
             self._soft_checks(state, resolved)
         return [state.verdict() for state in states]
 
-    def hash_of(self, candidate: Candidate) -> ImageHash | None:
-        """The hashes the duplicate check compares, for storing with the output; None when it does not decode."""
-        decoded = decode(candidate, self.max_pixels)
-        if decoded.image is None:
-            return None
-        return image_hash(candidate.data, PreparedImage(decoded.image).image8)
-
     # ---- stages -------------------------------------------------------------------------------------------
 
     def _pixel_checks(self, candidate: Candidate, policy: ResolvedPolicy) -> _Judging:
@@ -161,10 +154,10 @@ class Sentinel:
         return state
 
     def _duplicate_check(self, states: list[_Judging], check: ResolvedCheck, recent: Sequence[RecentOutput]) -> None:
-        if check.on:
-            for state in states:
-                if state.prepared is not None:
-                    state.hash = image_hash(state.candidate.data, state.prepared.image8)
+        # Hashed even with the check off: callers keep the hashes, so turning the check on later has a history.
+        for state in states:
+            if state.prepared is not None:
+                state.hash = image_hash(state.candidate.data, state.prepared.image8)
         history = list(recent[: check.window])
         for index, state in enumerate(states):
             if state.due(check):

@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .hashing import ImageHash
+
 __all__ = ["CheckResult", "Verdict", "Status", "Band", "Decision", "NON_RETRYABLE_CHECKS"]
 
 Status = Literal["passed", "failed", "flagged", "not_run"]
@@ -70,20 +72,22 @@ class Verdict:
     ``decision``: ``"reject"`` when any check failed in its reject band, else ``"review"`` when any failed in
     its review band, else ``"pass"``. ``retryable``: rejected, and no reject came from a check a new seed
     cannot fix (decode, finite). ``checks`` holds every check of the policy in run order, including the ones
-    that did not run, so "not run" is never mistaken for "passed".
+    that did not run, so "not run" is never mistaken for "passed". ``image_hash`` is the judged image's
+    hash (None when it did not decode), for callers that keep a duplicate history; it is not part of the JSON.
     """
 
     decision: Decision
     retryable: bool
     checks: list[CheckResult] = field(default_factory=list)
+    image_hash: ImageHash | None = field(default=None, compare=False)
 
     @classmethod
-    def from_checks(cls, checks: Sequence[CheckResult]) -> Verdict:
+    def from_checks(cls, checks: Sequence[CheckResult], image_hash: ImageHash | None = None) -> Verdict:
         rejects = [check for check in checks if check.status == "failed" and check.band == "reject"]
         reviews = [check for check in checks if check.status == "failed" and check.band == "review"]
         decision: Decision = "reject" if rejects else "review" if reviews else "pass"
         retryable = bool(rejects) and not any(check.name in NON_RETRYABLE_CHECKS for check in rejects)
-        return cls(decision=decision, retryable=retryable, checks=list(checks))
+        return cls(decision=decision, retryable=retryable, checks=list(checks), image_hash=image_hash)
 
     @property
     def passed(self) -> bool:
