@@ -176,7 +176,8 @@ def _detail(figures: Figures) -> list[str]:
     if phases:
         lines.append("    wall phases, sequential runs (p50 ms): " + "  ".join(
             f"{k} {percentile([s.phases[k] for s in samples if s.phases], 50):.2f}" for k in phases))
-    keys = sorted({k for s in samples for k in s.timings})
+    # Numbers only: timings also hold per-node maps and lists (cached nodes, model loads).
+    keys = sorted({k for s in samples for k, v in s.timings.items() if isinstance(v, int | float)})
     if keys:
         parts = [f"{k.removesuffix('_ms')} {percentile([s.timings[k] for s in samples if k in s.timings], 50):.2f}"
                  for k in keys]

@@ -71,3 +71,30 @@ def test_only_a_notice_for_its_own_run_wakes_the_waiter(notified, expected_check
         return result is False and calls == expected_checks
 
     assert asyncio.run(scenario())
+
+
+def test_webhook_senders_wake_only_on_notices_that_may_carry_a_webhook(tmp_path):
+    # Over the real socket: a plain end notice wakes the run's waiters but not the webhook sender.
+    async def scenario() -> tuple[list[str], bool]:
+        settings = Settings(data_dir=tmp_path)
+        waiters = RunWaiters()
+        woken: list[str] = []
+        waiters.add_listener(woken.append)
+        stop = await start_listener(settings, waiters)
+        plain = waiters.expect("plain-run")
+        try:
+            publisher = Publisher(settings)
+            await asyncio.to_thread(publisher.run_ended, "plain-run")
+            await asyncio.to_thread(publisher.run_ended, "hooked-run", webhook=True)
+            await asyncio.wait_for(plain, 2)
+            for _ in range(100):
+                if woken:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            await stop()
+        return woken, plain.done()
+
+    woken, plain_woke = asyncio.run(scenario())
+    assert plain_woke
+    assert woken == ["hooked-run"]

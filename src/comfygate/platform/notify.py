@@ -27,6 +27,8 @@ __all__ = ["Publisher", "RunWaiters", "start_listener", "DB_RECHECK_SECONDS"]
 log = logging.getLogger(__name__)
 
 CHANNEL = "comfygate:run-ended"
+# Appended to a notice's run id when the run may have queued a webhook (run ids never hold a space).
+_WEBHOOK_MARK = " +webhook"
 DB_RECHECK_SECONDS = 1.0
 # sockaddr_un holds about 108 bytes of path on Linux (104 on macOS).
 _MAX_SOCKET_PATH = 100
@@ -48,39 +50,49 @@ class Publisher:
         self._socket_path = _socket_path(settings)
         self._redis: redis.Redis | None = None
 
-    def run_ended(self, run_id: str) -> None:
+    def run_ended(self, run_id: str, *, webhook: bool = False) -> None:
+        """``webhook``: the run may have queued a webhook, so the API servers' senders should look now."""
+        message = run_id + _WEBHOOK_MARK if webhook else run_id
         try:
             if self._redis_url:
                 if self._redis is None:
                     self._redis = redis.Redis.from_url(self._redis_url, socket_timeout=2, socket_connect_timeout=2)
-                self._redis.publish(CHANNEL, run_id)
+                self._redis.publish(CHANNEL, message)
             elif self._socket_path.exists():
                 with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                    sock.sendto(run_id.encode(), str(self._socket_path))
+                    sock.sendto(message.encode(), str(self._socket_path))
         except (OSError, redis.RedisError) as exc:
             # Waiters fall back to re-reading the run table; the run itself is already recorded.
             log.warning("could not publish the end of run %s: %s", run_id, exc)
 
 
 class RunWaiters:
-    """The API server's side: futures keyed by run id, resolved by the listener; plus listeners called with
-    every run id noticed (the webhook sender wakes on them)."""
+    """The API server's side: futures keyed by run id, resolved by the listener; plus listeners called for
+    notices that may come with a webhook (the webhook sender wakes on them, and only on them: a run without a
+    webhook costs the senders no database round trip)."""
 
     def __init__(self) -> None:
         self._waiting: dict[str, set[asyncio.Future[None]]] = defaultdict(set)
         self._listeners: list[Callable[[str], None]] = []
 
     def add_listener(self, listener: Callable[[str], None]) -> Callable[[], None]:
-        """Call ``listener(run_id)`` (on the event loop) on every run-ended notice; returns its remover."""
+        """Call ``listener(run_id)`` (on the event loop) on every notice that may come with a webhook; returns
+        its remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
-    def notify(self, run_id: str) -> None:
+    def notify(self, run_id: str, *, webhook: bool = False) -> None:
         for future in self._waiting.pop(run_id, ()):
             if not future.done():
                 future.set_result(None)
-        for listener in list(self._listeners):
-            listener(run_id)
+        if webhook:
+            for listener in list(self._listeners):
+                listener(run_id)
+
+    def notice(self, message: str) -> None:
+        """A notice as published by ``Publisher.run_ended``."""
+        run_id, marked, _ = message.partition(_WEBHOOK_MARK)
+        self.notify(run_id, webhook=bool(marked))
 
     def expect(self, run_id: str) -> asyncio.Future[None]:
         """Register interest in a run before it is dispatched, so even an instant end is not missed."""
@@ -128,7 +140,7 @@ class _DatagramListener(asyncio.DatagramProtocol):
         self._waiters = waiters
 
     def datagram_received(self, data: bytes, addr: object) -> None:
-        self._waiters.notify(data.decode(errors="replace"))
+        self._waiters.notice(data.decode(errors="replace"))
 
 
 async def start_listener(settings: Settings, waiters: RunWaiters) -> Callable[[], Awaitable[None]]:
@@ -144,7 +156,7 @@ async def start_listener(settings: Settings, waiters: RunWaiters) -> Callable[[]
                 try:
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            waiters.notify(message["data"].decode())
+                            waiters.notice(message["data"].decode())
                 except (redis.RedisError, OSError) as exc:
                     # redis-py reconnects and re-subscribes on the next listen(); meanwhile waiters re-read
                     # the run table.

@@ -206,7 +206,7 @@ class RunProcessor:
                                       {"message": f"internal error: {type(exc).__name__}: {exc}"}, {})
             raise
         finally:
-            self.publisher.run_ended(run_id)
+            self.publisher.run_ended(run_id, webhook=claimed.has_webhook)
 
     @contextmanager
     def _heartbeat(self, run_id: str, attempt: int) -> Iterator[_Heartbeat]:

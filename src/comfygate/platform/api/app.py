@@ -97,4 +97,4 @@ async def _watchdog_loop(state: AppState) -> None:
             log.exception("watchdog sweep failed; retrying in %s s", state.settings.watchdog_seconds)
             continue
         for run_id in report.failed:
-            state.waiters.notify(run_id)
+            state.waiters.notify(run_id, webhook=True)

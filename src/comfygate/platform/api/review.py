@@ -50,7 +50,7 @@ async def post_decision(request: web.Request) -> web.Response:
     output_id = output_id_of(request)
     body = await read_json_object(request, state.settings.max_upload_bytes)
     result = await state.call(decide_output, output_id, body.get("decision"), caller.name, body.get("note"))
-    state.waiters.notify(result["run"]["id"])
+    state.waiters.notify(result["run"]["id"], webhook=True)
     return web.json_response(result)
 
 

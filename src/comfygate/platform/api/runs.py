@@ -144,5 +144,5 @@ async def cancel_run(request: web.Request) -> web.Response:
     state = state_of(request)
     body = await state.call(_cancel, request.match_info["run_id"])
     if body["status"] == RunStatus.CANCELED:
-        state.waiters.notify(body["id"])
+        state.waiters.notify(body["id"], webhook=True)
     return web.json_response(body, status=202 if body["status"] != RunStatus.CANCELED else 200)

@@ -186,7 +186,7 @@ async def admin_decide(request: web.Request) -> web.Response:
     except PlatformError as exc:
         # e.g. another reviewer decided first (409): show the queue as it is now, with the reason.
         return await _admin_page(request, caller, exc.status, error=exc.message)
-    state.waiters.notify(result["run"]["id"])
+    state.waiters.notify(result["run"]["id"], webhook=True)
     raise web.HTTPSeeOther(f"/admin?decided={result['output_id']}")
 
 

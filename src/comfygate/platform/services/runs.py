@@ -287,6 +287,7 @@ class ClaimedRun:
     queue_ms: float
     policy_revision: int  # the version's policy revision this attempt is gated with
     workflow_id: int
+    has_webhook: bool  # whether the caller asked for a webhook (the end notice then wakes the senders)
 
 
 def claim_run(session: Session, run_id: str, attempt: int, worker: str) -> ClaimedRun | None:
@@ -302,14 +303,21 @@ def claim_run(session: Session, run_id: str, attempt: int, worker: str) -> Claim
                Run.cancel_requested.is_(False))
         .values(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker,
                 policy_revision=current_revision)
-        .returning(Run.prompt, Run.inputs, Run.version_id, Run.queued_at, Run.policy_revision)
+        .returning(Run.prompt, Run.inputs, Run.version_id, Run.queued_at, Run.policy_revision, Run.webhook_url,
+                   _workflow_of_run())
     ).one_or_none()
     if row is None:
         return None
-    workflow_id = session.scalar(select(WorkflowVersion.workflow_id).where(WorkflowVersion.id == row.version_id))
     return ClaimedRun(prompt=row.prompt, inputs=row.inputs, version_id=row.version_id,
                       queue_ms=round((now - row.queued_at).total_seconds() * 1000, 3),
-                      policy_revision=row.policy_revision, workflow_id=int(workflow_id))
+                      policy_revision=row.policy_revision, workflow_id=int(row.workflow_id),
+                      has_webhook=bool(row.webhook_url))
+
+
+def _workflow_of_run() -> Any:
+    # A correlated subquery, so the run's UPDATE ... RETURNING also names its workflow: no second round trip.
+    return (select(WorkflowVersion.workflow_id).where(WorkflowVersion.id == Run.version_id)
+            .scalar_subquery().label("workflow_id"))
 
 
 def heartbeat(session: Session, run_id: str, attempt: int) -> tuple[bool, bool]:
@@ -356,14 +364,14 @@ def finish_run(session: Session, run_id: str, attempt: int, outputs: list[Output
     succeeded run is queued in the same transaction; that of a rejected or held one waits for the review.
     Returns the status, or None if the run is no longer ours."""
     status = _status_of(outputs)
-    done = session.execute(
+    ended = session.execute(
         update(Run).where(_owned(run_id, attempt))
         .values(status=status, finished_at=utcnow(), timings=timings, error=None, gate=gate)
-    ).rowcount
-    if not done:
+        .returning(Run.webhook_url, _workflow_of_run())
+    ).one_or_none()
+    if ended is None:
         return None
-    workflow_id = session.scalar(select(WorkflowVersion.workflow_id).join(Run, Run.version_id == WorkflowVersion.id)
-                                 .where(Run.id == run_id))
+    workflow_id = ended.workflow_id
     for o in outputs:
         passed = o.decision == "pass"
         session.add(RunOutput(
@@ -373,7 +381,7 @@ def finish_run(session: Session, run_id: str, attempt: int, outputs: list[Output
             review_state="pending" if not passed or o.sampled else None, sampled=passed and o.sampled,
             sha256=o.sha256, phash=o.phash, request_key=o.request_key, gate_attempt=o.gate_attempt,
         ))
-    if status in RunStatus.ENDED_WITHOUT_REVIEW:
+    if status in RunStatus.ENDED_WITHOUT_REVIEW and ended.webhook_url:
         announce(session, run_id, webhooks.EVENT_ENDED)
     return status
 
@@ -381,10 +389,11 @@ def finish_run(session: Session, run_id: str, attempt: int, outputs: list[Output
 def fail_run(session: Session, run_id: str, attempt: int, status: str, error: dict[str, Any],
              timings: dict[str, Any] | None = None) -> bool:
     """End the run without outputs (failed or canceled), queueing its webhook in the same transaction."""
-    done = bool(session.execute(
+    ended = session.execute(
         update(Run).where(_owned(run_id, attempt))
         .values(status=status, finished_at=utcnow(), error=error, timings=timings)
-    ).rowcount)
-    if done:
+        .returning(Run.webhook_url)
+    ).one_or_none()
+    if ended is not None and ended.webhook_url:
         announce(session, run_id, webhooks.EVENT_ENDED)
-    return done
+    return ended is not None
