@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import io
 import math
 import os
@@ -40,12 +39,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
+from deployment_loader import load_deployment
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 WORKFLOW_NAME = "bench-overhead"
 WORKFLOW = {
@@ -79,18 +77,9 @@ SETUPS = ("embedded", "redis-postgres")
 WAIT_SECONDS = 30
 
 
-def _load_deployment() -> ModuleType:
-    """tests/deployment.py, loaded by path (the tests folder is not a package on sys.path)."""
-    path = REPO_ROOT / "tests" / "deployment.py"
-    spec = importlib.util.spec_from_file_location("comfygate_bench_deployment", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
-deployment = _load_deployment()
+deployment = load_deployment()
 
 
 class BenchError(RuntimeError):

@@ -22,7 +22,6 @@ Run it as ``.venv/bin/python bench/sentinel.py [--quick] [--device cpu|cuda]``. 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import math
 import shutil
@@ -32,15 +31,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
+from deployment_loader import REPO_ROOT, load_deployment
 from PIL import Image, ImageDraw, ImageFilter
 
 from comfygate.sentinel import Candidate, ClipScorer, EmbeddingHead, Policy, RecentOutput, Scorers, Sentinel
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGE_SIZE = 224
 CLIP_MODEL = "ViT-B-32"
 CLIP_FILE = "vit-b-32-random.pt"
@@ -240,15 +238,6 @@ def gate_rows(args: argparse.Namespace, clip_path: Path, head_path: Path, device
 # --- part 3: the gate's share of real runs ----------------------------------------------------------------
 
 
-def _load_deployment() -> ModuleType:
-    """tests/deployment.py, loaded by path (the tests folder is not a package on sys.path)."""
-    path = REPO_ROOT / "tests" / "deployment.py"
-    spec = importlib.util.spec_from_file_location("comfygate_bench_deployment", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 BACKGROUND_INPUT = {"node": "1", "input": "color"}
@@ -278,7 +267,7 @@ class RunFigures:
 
 
 def share_rows(args: argparse.Namespace, clip_path: Path, head_path: Path, device: str) -> list[RunFigures]:
-    deployment = _load_deployment()
+    deployment = load_deployment()
     runs, warmup = (4, 1) if args.quick else (30, 3)
     workdir = Path(tempfile.mkdtemp(prefix="comfygate-bench-sentinel-"))
     env = {"COMFYGATE_CLIP_MODEL": CLIP_MODEL, "COMFYGATE_CLIP_WEIGHTS": str(clip_path),
