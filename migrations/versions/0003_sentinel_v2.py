@@ -23,6 +23,7 @@ depends_on = None
 
 _YES_NO_CHECKS = ("decode", "finite")
 _V1_KEYS = {"enabled", "action", "threshold"}
+_V1_CHECKS = ("decode", "finite", "blank", "noise", "clip_alignment")
 
 
 def _v2_check(name: str, v1: dict[str, Any]) -> Any:
@@ -104,7 +105,35 @@ def upgrade() -> None:
         batch.create_index(batch.f("ix_webhook_deliveries_next_attempt_at"), ["next_attempt_at"], unique=False)
 
 
+def _v1_check(entry: Any) -> dict[str, Any]:
+    if entry == "off":
+        return {"enabled": False}
+    if isinstance(entry, str):
+        return {"enabled": True, "action": "reject" if entry == "reject" else "flag"}
+    band = "reject" if "reject" in entry else "review"
+    threshold = entry[band]
+    if isinstance(threshold, dict):  # a percentile: v1 has only fixed numbers, so its fallback
+        threshold = threshold["fallback"]
+    return {"enabled": True, "action": "reject" if band == "reject" else "flag", "threshold": threshold}
+
+
+def v1_policy(v2: Any) -> Any:
+    """The v1 form of a v2 policy, for the code before this revision: v1's checks only, their strictest band."""
+    if not isinstance(v2, dict) or not isinstance(v2.get("checks"), dict):
+        return v2
+    checks = {name: _v1_check(entry) for name, entry in v2["checks"].items() if name in _V1_CHECKS}
+    return {"checks": checks, "prompt_input": v2.get("prompt_input", "prompt")}
+
+
 def downgrade() -> None:
+    connection = op.get_bind()
+    versions = sa.table("workflow_versions", sa.column("id", sa.Integer), sa.column("policy", sa.JSON))
+    for version_id, policy in connection.execute(sa.select(versions.c.id, versions.c.policy)).all():
+        stored = json.loads(policy) if isinstance(policy, str) else policy
+        connection.execute(sa.update(versions).where(versions.c.id == version_id).values(policy=v1_policy(stored)))
+    # The code before this revision knows no "held": those runs wait for review as rejected ones do.
+    runs = sa.table("runs", sa.column("status", sa.String))
+    connection.execute(sa.update(runs).where(runs.c.status == "held").values(status="rejected"))
     op.drop_table("webhook_deliveries")
     with op.batch_alter_table("run_outputs") as batch:
         batch.drop_index(batch.f("ix_run_outputs_sha256"))

@@ -178,10 +178,10 @@ def _score_policy(path: str | None) -> Policy:
     if path is None:
         return Policy.default()
     try:
-        document = json.loads(Path(path).read_text())
+        document = json.loads(Path(path).read_bytes())  # bytes: json finds the encoding, or says it is not JSON
     except OSError as exc:
         raise _UsageError(f"cannot read policy {path}: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise _UsageError(f"policy {path} is not JSON: {exc}") from exc
     try:
         return Policy.from_dict(document)

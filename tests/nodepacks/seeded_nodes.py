@@ -56,4 +56,22 @@ class SeededFaultyFrame:
         return (torch.full((1, height, width, 3), float("nan")),)
 
 
-NODE_CLASS_MAPPINGS = {"SeededFrame": SeededFrame, "SeededFaultyFrame": SeededFaultyFrame}
+class SeededFlakyFrame:
+    """Blank for small seeds, and fails outright for the others: a retry that cannot even run."""
+
+    CATEGORY = "testing"
+    RETURN_TYPES = ("IMAGE",)
+    FUNCTION = "draw"
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802 - ComfyUI's node interface
+        return {"required": _seed_inputs()}
+
+    def draw(self, seed: int, width: int, height: int):
+        if seed >= 1 << 16:
+            raise RuntimeError(f"this frame cannot be drawn with seed {seed}")
+        return (torch.full((1, height, width, 3), 0.5),)
+
+
+NODE_CLASS_MAPPINGS = {"SeededFrame": SeededFrame, "SeededFaultyFrame": SeededFaultyFrame,
+                       "SeededFlakyFrame": SeededFlakyFrame}

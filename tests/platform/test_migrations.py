@@ -75,3 +75,38 @@ def test_policies_stored_before_0003_are_converted_to_bands(database_url):
     }
     assert Policy.from_dict(policy).check("clip_alignment").on  # a valid v2 policy
     assert (row[1], row[2]) == (1, "h")  # first revision; the upload's hash is kept
+
+
+def test_downgrading_0003_gives_the_older_code_policies_and_statuses_it_reads(database_url):
+    from alembic import command
+
+    from comfygate.platform.migrate import _config
+
+    upgrade(database_url, "0002")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text("INSERT INTO workflows (name, created_at) VALUES ('old', '2026-01-01')"))
+            connection.execute(sa.text(
+                "INSERT INTO workflow_versions (workflow_id, number, content_hash, graph, input_schema, policy,"
+                " created_at, source_format) SELECT id, 1, 'h', '{}', '{}', :policy, '2026-01-01', 'api' "
+                "FROM workflows"), {"policy": json.dumps(V1_POLICY)})
+        upgrade(database_url)
+        with engine.begin() as connection:
+            connection.execute(sa.text("UPDATE workflow_versions SET policy = :policy"), {"policy": json.dumps(
+                {"checks": {"blank": {"review": {"percentile": 10, "fallback": 0.07}}, "aesthetic": {"review": 5}},
+                 "retries": 2})})
+            connection.execute(sa.text(
+                "INSERT INTO runs (id, version_id, status, inputs, prompt, attempt, queued_at, cancel_requested)"
+                " SELECT 'r1', id, 'held', '{}', '{}', 1, '2026-01-01', false FROM workflow_versions"))
+        command.downgrade(_config(database_url), "0002")
+        with engine.connect() as connection:
+            policy = connection.execute(sa.text("SELECT policy FROM workflow_versions")).scalar_one()
+            status = connection.execute(sa.text("SELECT status FROM runs")).scalar_one()
+    finally:
+        engine.dispose()
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    # v1 knows neither percentiles, the new checks nor retries: the fallback number, v1's checks only.
+    assert policy == {"checks": {"blank": {"enabled": True, "action": "flag", "threshold": 0.07}},
+                      "prompt_input": "prompt"}
+    assert status == "rejected"

@@ -214,6 +214,23 @@ def test_a_nan_output_is_not_retried(tmp_path, database_url):
     assert "a new seed cannot fix" in gate["retry_stopped"] and "not_finite" in gate["retry_stopped"]
 
 
+def test_a_retry_that_fails_to_run_keeps_the_first_attempt_for_review(tmp_path, database_url):
+    processor = make_processor(tmp_path, database_url)
+    run_id = submit(processor, "flaky", seeded(node="SeededFlakyFrame"), policy={"retries": 2})
+    assert processor.process(run_id, 1) == RunStatus.REJECTED
+    body = run_body(processor, run_id)
+    (first,) = body["gate"]["attempts"]
+    assert first["decision"] == "reject" and "blank" in first["reason_codes"]
+    assert "attempt 2 failed to run" in body["gate"]["retry_stopped"]
+    (output,) = body["outputs"]
+    assert output["review"] == "pending" and not output["released"]
+
+
+def test_derived_seeds_stay_within_the_declared_range():
+    seeds = {derive_seed("run", attempt, "1", "seed", maximum=20, minimum=10) for attempt in range(2, 200)}
+    assert min(seeds) >= 10 and max(seeds) <= 20 and len(seeds) > 5
+
+
 def test_a_workflow_without_a_seed_is_not_retried_and_says_why(tmp_path, database_url, blank_workflow):
     processor = make_processor(tmp_path, database_url)
     run_id = submit(processor, "blank", blank_workflow, policy={"retries": 2})

@@ -1,9 +1,11 @@
-"""What the gate needs to know about an endpoint's recent outputs: their hashes (the duplicate check) and
-their scores (percentile thresholds), read from ``run_outputs`` by workflow.
+"""What the gate needs to know about an endpoint's recent outputs: their hashes (the duplicate check), read
+from ``run_outputs`` by workflow, and their scores (percentile thresholds), read from every generated attempt
+recorded in ``runs.gate``. The scores of attempts the gate loop retried away count too: percentiles of the
+kept outputs alone would climb with every retry.
 
 Reading them for every run would cost a query of up to a few hundred rows per run, so a worker keeps them a
-few seconds per (workflow, policy revision) and adds the outputs it records itself meanwhile: its own
-consecutive runs still see each other; another worker's outputs show up within ``ttl`` seconds.
+few seconds per (workflow, version, policy revision) and adds the outputs it records itself meanwhile: its
+own consecutive runs still see each other; another worker's outputs show up within ``ttl`` seconds.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from comfygate.platform.db import session_scope
-from comfygate.platform.models import RunOutput
+from comfygate.platform.models import Run, RunOutput, WorkflowVersion
 from comfygate.sentinel import Policy, RecentOutput, phash_from_hex
 
-__all__ = ["History", "HistoryCache", "SCORE_HISTORY", "HISTORY_TTL_SECONDS"]
+__all__ = ["History", "HistoryCache", "SCORE_HISTORY_RUNS", "HISTORY_TTL_SECONDS"]
 
-# Recent scores read per endpoint for percentile thresholds (a min_samples above this never resolves).
-SCORE_HISTORY = 1000
+# Recent runs whose attempts' scores are read per endpoint for percentile thresholds.
+SCORE_HISTORY_RUNS = 1000
 HISTORY_TTL_SECONDS = 5.0
 
 
@@ -45,14 +47,15 @@ class HistoryCache:
     def __init__(self, sessions: sessionmaker[Session], ttl: float = HISTORY_TTL_SECONDS) -> None:
         self._sessions = sessions
         self._ttl = ttl
-        self._entries: dict[tuple[int, int], _Entry] = {}
+        self._entries: dict[tuple[int, int, int], _Entry] = {}
         self._lock = threading.Lock()
 
-    def get(self, workflow_id: int, revision: int, policy: Policy) -> History:
+    def get(self, workflow_id: int, version_id: int, revision: int, policy: Policy) -> History:
         window, checks = policy.duplicate_window, frozenset(policy.percentile_checks)
         if not window and not checks:
             return History()
-        key = (workflow_id, revision)
+        # Per version and revision: each has its own policy, so its own window and percentile checks.
+        key = (workflow_id, version_id, revision)
         with self._lock:
             entry = self._entries.get(key)
             if entry is not None and time.monotonic() - entry.read_at < self._ttl:
@@ -64,34 +67,48 @@ class HistoryCache:
 
     def add(self, workflow_id: int, recent: Sequence[RecentOutput], verdict_scores: Sequence[dict[str, float]]
             ) -> None:
-        """Outputs this worker just recorded for ``workflow_id`` (newest last), into every cached entry of it."""
+        """Outputs this worker just recorded for ``workflow_id`` (newest last), and the scores of every attempt
+        it generated (newest last), into every cached entry of that workflow."""
         with self._lock:
-            for (cached_workflow, _), entry in self._entries.items():
+            for (cached_workflow, _, _), entry in self._entries.items():
                 if cached_workflow != workflow_id:
                     continue
                 # A new History, not an edit of the old one: another thread may be gating with that one.
                 old = entry.history
                 scores = {check: ([s[check] for s in reversed(verdict_scores) if s.get(check) is not None]
-                                  + old.scores.get(check, []))[:SCORE_HISTORY] for check in entry.score_checks}
+                                  + old.scores.get(check, [])) for check in entry.score_checks}
                 entry.history = History((list(reversed(recent)) + old.recent)[:entry.window], scores)
 
     def _read(self, workflow_id: int, window: int, checks: frozenset[str]) -> History:
-        limit = max(window, SCORE_HISTORY if checks else 0)
-        columns = [RunOutput.run_id, RunOutput.index, RunOutput.sha256, RunOutput.phash, RunOutput.request_key]
-        if checks:
-            columns.append(RunOutput.verdict)
-        with session_scope(self._sessions) as session:
-            rows = session.execute(select(*columns).where(RunOutput.workflow_id == workflow_id)
-                                   .order_by(RunOutput.id.desc()).limit(limit)).all()
         history = History()
-        for row in rows:
-            if len(history.recent) < window and row.sha256 and row.phash:
-                history.recent.append(RecentOutput(sha256=row.sha256, phash=phash_from_hex(row.phash),
-                                                   request_key=row.request_key,
-                                                   label=f"run {row.run_id} output {row.index}"))
+        with session_scope(self._sessions) as session:
+            if window:
+                rows = session.execute(
+                    select(RunOutput.run_id, RunOutput.index, RunOutput.sha256, RunOutput.phash,
+                           RunOutput.request_key)
+                    .where(RunOutput.workflow_id == workflow_id, RunOutput.sha256.is_not(None),
+                           RunOutput.phash.is_not(None))
+                    .order_by(RunOutput.id.desc()).limit(window)).all()
+                history.recent = [RecentOutput(sha256=row.sha256, phash=phash_from_hex(row.phash),
+                                               request_key=row.request_key,
+                                               label=f"run {row.run_id} output {row.index}") for row in rows]
             if checks:
-                scores = (row.verdict or {}).get("scores", {})
-                for check in checks:
-                    if isinstance(scores.get(check), int | float):
-                        history.scores.setdefault(check, []).append(float(scores[check]))
+                gates = session.scalars(
+                    select(Run.gate).join(WorkflowVersion, Run.version_id == WorkflowVersion.id)
+                    .where(WorkflowVersion.workflow_id == workflow_id, Run.gate.is_not(None))
+                    .order_by(Run.finished_at.desc()).limit(SCORE_HISTORY_RUNS)).all()
+                history.scores = _attempt_scores(gates, checks)
         return history
+
+
+def _attempt_scores(gates: Sequence[dict], checks: frozenset[str]) -> dict[str, list[float]]:
+    """Scores per check of every attempt's outputs, newest run first and its latest attempt first."""
+    scores: dict[str, list[float]] = {}
+    for gate in gates:
+        for attempt in reversed(gate.get("attempts", [])):
+            for output in attempt.get("outputs", []):
+                measured = output.get("verdict", {}).get("scores", {})
+                for check in checks:
+                    if isinstance(measured.get(check), int | float):
+                        scores.setdefault(check, []).append(float(measured[check]))
+    return scores

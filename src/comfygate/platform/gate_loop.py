@@ -3,7 +3,7 @@ generate again, which attempt the caller gets, and which passing runs are sample
 
 - Attempt 1 runs the bound prompt as it is. Attempt k ≥ 2 replaces every literal INT input named ``seed`` or
   ``noise_seed`` with ``derive_seed(run_id, k, node, input)``: reproducible from the run id, different per
-  attempt, within the input's declared maximum.
+  attempt, within the input's declared range.
 - ``best_of`` attempts are generated; each one that is rejected for a reason a new seed can fix (blank,
   noise, duplicate, a low score) is generated again while ``retries`` (extra generations, in total) last. A
   reject a new seed cannot fix (undecodable file, NaN/Inf pixels) ends the loop; so does a workflow without
@@ -39,18 +39,19 @@ class SeedInput:
     node_id: str
     input_name: str
     maximum: int
+    minimum: int = 0
 
     @property
     def label(self) -> str:
         return f"{self.node_id}.{self.input_name}"
 
 
-def _declared_int_max(registry: NodeRegistry, class_type: str, input_name: str) -> int | None:
-    """The input's declared maximum when the node's schema says it is an INT; None when it is not an INT."""
+def _declared_int_range(registry: NodeRegistry, class_type: str, input_name: str) -> tuple[int, int] | None:
+    """The input's declared (min, max) when the node's schema says it is an INT; None when it is not an INT."""
     try:
         info = registry.object_info(class_type)
     except KeyError:
-        return DEFAULT_SEED_MAX  # validated already; an unknown node cannot run anyway
+        return 0, DEFAULT_SEED_MAX  # validated already; an unknown node cannot run anyway
     for section in ("required", "optional"):
         spec = info.get("input", {}).get(section, {}).get(input_name)
         if not spec:
@@ -58,9 +59,11 @@ def _declared_int_max(registry: NodeRegistry, class_type: str, input_name: str) 
         if spec[0] != "INT":
             return None
         options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-        maximum = options.get("max")
-        return maximum if isinstance(maximum, int) and maximum >= 0 else DEFAULT_SEED_MAX
-    return DEFAULT_SEED_MAX
+        low, high = options.get("min"), options.get("max")
+        low = low if isinstance(low, int) and low >= 0 else 0
+        high = high if isinstance(high, int) and high >= low else DEFAULT_SEED_MAX
+        return low, high
+    return 0, DEFAULT_SEED_MAX
 
 
 def seed_inputs(prompt: Mapping[str, Any], registry: NodeRegistry) -> list[SeedInput]:
@@ -72,16 +75,17 @@ def seed_inputs(prompt: Mapping[str, Any], registry: NodeRegistry) -> list[SeedI
             value = inputs.get(name)
             if not isinstance(value, int) or isinstance(value, bool):
                 continue
-            maximum = _declared_int_max(registry, node.get("class_type", ""), name)
-            if maximum is not None:
-                found.append(SeedInput(str(node_id), name, maximum))
+            declared = _declared_int_range(registry, node.get("class_type", ""), name)
+            if declared is not None:
+                found.append(SeedInput(str(node_id), name, maximum=declared[1], minimum=declared[0]))
     return found
 
 
-def derive_seed(run_id: str, attempt: int, node_id: str, input_name: str, maximum: int = DEFAULT_SEED_MAX) -> int:
-    """First 8 bytes of sha256("run_id:attempt:node:input"), modulo ``maximum + 1``."""
+def derive_seed(run_id: str, attempt: int, node_id: str, input_name: str, maximum: int = DEFAULT_SEED_MAX,
+                minimum: int = 0) -> int:
+    """First 8 bytes of sha256("run_id:attempt:node:input"), brought into ``minimum..maximum``."""
     digest = hashlib.sha256(f"{run_id}:{attempt}:{node_id}:{input_name}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % (maximum + 1)
+    return minimum + int.from_bytes(digest[:8], "big") % (maximum - minimum + 1)
 
 
 def seeds_for_attempt(prompt: Mapping[str, Any], seeds: Sequence[SeedInput], run_id: str, attempt: int
@@ -93,7 +97,7 @@ def seeds_for_attempt(prompt: Mapping[str, Any], seeds: Sequence[SeedInput], run
     values = {}
     for s in seeds:
         values[s.label] = varied[s.node_id]["inputs"][s.input_name] = derive_seed(
-            run_id, attempt, s.node_id, s.input_name, s.maximum)
+            run_id, attempt, s.node_id, s.input_name, s.maximum, s.minimum)
     return varied, values
 
 
@@ -142,17 +146,33 @@ class LoopOutcome:
     retry_stopped: str | None  # why the loop generated no more than it did, when it wanted to
 
 
-def run_attempts(generate: Callable[[int], Attempt], *, retries: int, best_of: int, can_vary: bool
-                 ) -> LoopOutcome:
-    """Call ``generate(n)`` for n = 1, 2, ... as the policy asks (see the module docstring)."""
+def run_attempts(generate: Callable[[int], Attempt], *, retries: int, best_of: int, can_vary: bool,
+                 later_attempt_errors: tuple[type[Exception], ...] = ()) -> LoopOutcome:
+    """Call ``generate(n)`` for n = 1, 2, ... as the policy asks (see the module docstring).
+
+    An error of ``later_attempt_errors`` from attempt 2 on (e.g. a node failing with a varied seed) ends the
+    loop, keeping the attempts already made: a reviewable first image is not thrown away for a failed extra.
+    """
     attempts: list[Attempt] = []
+
+    def next_attempt() -> Attempt | None:
+        try:
+            attempt = generate(len(attempts) + 1)
+        except later_attempt_errors:
+            if not attempts:
+                raise
+            return None
+        attempts.append(attempt)
+        return attempt
+
     retries_left = retries
     for slot in range(best_of):
         if slot and not can_vary:
             return LoopOutcome(attempts, NO_SEED_REASON)
         while True:
-            attempt = generate(len(attempts) + 1)
-            attempts.append(attempt)
+            attempt = next_attempt()
+            if attempt is None:
+                return LoopOutcome(attempts, f"attempt {len(attempts) + 1} failed to run; kept the earlier ones")
             if attempt.decision != "reject":
                 break
             if not attempt.retryable:

@@ -227,7 +227,7 @@ class RunProcessor:
         # must not look like a dead worker.
         with self._heartbeat(run_id, attempt) as beat, tempfile.TemporaryDirectory(prefix="cg-run-") as tmp:
             self._fetch_input_files(claimed.prompt, Path(tmp))
-            history = self.history.get(claimed.workflow_id, claimed.policy_revision, policy)
+            history = self.history.get(claimed.workflow_id, claimed.version_id, claimed.policy_revision, policy)
             prompt_text = claimed.inputs.get(policy.prompt_input) if policy.prompt_input else None
             job = _Job(run_id, attempt, claimed, policy, policy.resolve(history.scores), history,
                        prompt_text if isinstance(prompt_text, str) else None,
@@ -236,7 +236,8 @@ class RunProcessor:
             try:
                 outcome = gate_loop.run_attempts(lambda number: self._generate(job, number),
                                                  retries=policy.retries, best_of=policy.best_of,
-                                                 can_vary=bool(job.seeds))
+                                                 can_vary=bool(job.seeds),
+                                                 later_attempt_errors=(NodeExecutionError, WorkflowInvalid))
                 if beat.lost.is_set():
                     raise _RunLost()
             except RunCanceled as exc:
@@ -267,7 +268,7 @@ class RunProcessor:
         self.history.add(claimed.workflow_id,
                          [RecentOutput(r.sha256, phash_from_hex(r.phash), r.request_key,
                                        f"run {run_id} output {r.index}") for r in records if r.sha256 and r.phash],
-                         [r.verdict.get("scores", {}) for r in records])
+                         [v.scores for a in outcome.attempts for v in a.verdicts])
         return status
 
     def _generate(self, job: _Job, number: int) -> gate_loop.Attempt:

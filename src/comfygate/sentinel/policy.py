@@ -78,7 +78,8 @@ _INTEGRITY_CHECKS = ("decode", "finite", "blank", "noise")
 _TOP_KEYS = ("checks", "prompt_input", "retries", "best_of", "rank_by", "review_sample_rate")
 _V1_KEYS = ("enabled", "action", "threshold")
 _V1_MESSAGE = 'policy format changed: use "reject"/"review" bands (e.g. {"reject": 0.02}) or "off"'
-_MAX_RETRIES, _MAX_BEST_OF, _MAX_WINDOW, _MAX_MIN_SAMPLES = 10, 8, 10_000, 100_000
+# min_samples: the platform reads the scores of the last 1000 runs, so a larger count could never resolve.
+_MAX_RETRIES, _MAX_BEST_OF, _MAX_WINDOW, _MAX_MIN_SAMPLES = 10, 8, 10_000, 1000
 
 
 @dataclass(frozen=True)

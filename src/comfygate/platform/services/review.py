@@ -28,7 +28,8 @@ def pending_outputs(session: Session, limit: int = 100) -> list[RunOutput]:
     return list(session.scalars(
         select(RunOutput).where(RunOutput.review_state == "pending")
         .options(joinedload(RunOutput.run).joinedload(Run.version))
-        .order_by(RunOutput.created_at, RunOutput.id).limit(limit)
+        # Withheld outputs first: audit samples are already released and must not crowd them out.
+        .order_by(RunOutput.sampled, RunOutput.created_at, RunOutput.id).limit(limit)
     ))
 
 
