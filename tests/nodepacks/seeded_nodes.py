@@ -3,7 +3,8 @@
 ``SeededFrame(seed, width, height, blank_below)`` draws a flat grey frame (the gate rejects it as blank, a
 fault a new seed can fix) when ``seed < blank_below``, else a structured picture: a diagonal gradient with a
 bar, whose contrast varies with the seed (so best_of has something to rank). ``SeededFaultyFrame`` gives NaN
-pixels whatever the seed: a precision fault a new seed cannot fix.
+pixels whatever the seed: a precision fault a new seed cannot fix. ``SeededFlakyFrame`` is blank for small seeds
+and fails to run for the others.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ def _seed_inputs() -> dict:
     }
 
 
-class SeededFrame:
+class _SeededNode:
+    """What the three frames share: one IMAGE out of ``draw(seed, width, height, ...)``."""
+
     CATEGORY = "testing"
     RETURN_TYPES = ("IMAGE",)
     FUNCTION = "draw"
 
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802 - ComfyUI's node interface
+        return {"required": _seed_inputs()}
+
+
+class SeededFrame(_SeededNode):
     @classmethod
     def INPUT_TYPES(cls):  # noqa: N802 - ComfyUI's node interface
         inputs = _seed_inputs()
@@ -43,29 +52,13 @@ class SeededFrame:
         return ((0.5 + (picture - 0.5) * contrast).unsqueeze(0),)
 
 
-class SeededFaultyFrame:
-    CATEGORY = "testing"
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "draw"
-
-    @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802 - ComfyUI's node interface
-        return {"required": _seed_inputs()}
-
+class SeededFaultyFrame(_SeededNode):
     def draw(self, seed: int, width: int, height: int):
         return (torch.full((1, height, width, 3), float("nan")),)
 
 
-class SeededFlakyFrame:
+class SeededFlakyFrame(_SeededNode):
     """Blank for small seeds, and fails outright for the others: a retry that cannot even run."""
-
-    CATEGORY = "testing"
-    RETURN_TYPES = ("IMAGE",)
-    FUNCTION = "draw"
-
-    @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802 - ComfyUI's node interface
-        return {"required": _seed_inputs()}
 
     def draw(self, seed: int, width: int, height: int):
         if seed >= 1 << 16:

@@ -51,16 +51,21 @@ V1_POLICY = {
 }
 
 
+def insert_version_at_0002(engine: sa.Engine, policy: dict) -> None:
+    """A workflow with one version, as the code of revision 0002 stored it."""
+    with engine.begin() as connection:
+        connection.execute(sa.text("INSERT INTO workflows (name, created_at) VALUES ('old', '2026-01-01')"))
+        connection.execute(sa.text(
+            "INSERT INTO workflow_versions (workflow_id, number, content_hash, graph, input_schema, policy,"
+            " created_at, source_format) SELECT id, 1, 'h', '{}', '{}', :policy, '2026-01-01', 'api' "
+            "FROM workflows"), {"policy": json.dumps(policy)})
+
+
 def test_policies_stored_before_0003_are_converted_to_bands(database_url):
     upgrade(database_url, "0002")
     engine = make_engine(database_url)
     try:
-        with engine.begin() as connection:
-            connection.execute(sa.text("INSERT INTO workflows (name, created_at) VALUES ('old', '2026-01-01')"))
-            connection.execute(sa.text(
-                "INSERT INTO workflow_versions (workflow_id, number, content_hash, graph, input_schema, policy,"
-                " created_at, source_format) SELECT id, 1, 'h', '{}', '{}', :policy, '2026-01-01', 'api' "
-                "FROM workflows"), {"policy": json.dumps(V1_POLICY)})
+        insert_version_at_0002(engine, V1_POLICY)
         upgrade(database_url)
         with engine.connect() as connection:
             row = connection.execute(sa.text(
@@ -85,12 +90,7 @@ def test_downgrading_0003_gives_the_older_code_policies_and_statuses_it_reads(da
     upgrade(database_url, "0002")
     engine = make_engine(database_url)
     try:
-        with engine.begin() as connection:
-            connection.execute(sa.text("INSERT INTO workflows (name, created_at) VALUES ('old', '2026-01-01')"))
-            connection.execute(sa.text(
-                "INSERT INTO workflow_versions (workflow_id, number, content_hash, graph, input_schema, policy,"
-                " created_at, source_format) SELECT id, 1, 'h', '{}', '{}', :policy, '2026-01-01', 'api' "
-                "FROM workflows"), {"policy": json.dumps(V1_POLICY)})
+        insert_version_at_0002(engine, V1_POLICY)
         upgrade(database_url)
         with engine.begin() as connection:
             connection.execute(sa.text("UPDATE workflow_versions SET policy = :policy"), {"policy": json.dumps(
