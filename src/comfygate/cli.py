@@ -37,6 +37,18 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         settings = settings.replace(pool=args.pool)
     if args.health_port is not None:
         settings = settings.replace(worker_health_port=args.health_port)
+    # The engine flags override their settings; naming a ComfyUI implies --engine comfyui.
+    engine_flags = {"comfyui_url": args.comfyui_url, "comfyui_dir": args.comfyui_dir,
+                    "comfyui_python": args.comfyui_python, "comfyui_args": args.comfyui_args}
+    settings = settings.replace(**{name: value for name, value in engine_flags.items() if value is not None})
+    if args.engine:
+        settings = settings.replace(engine=args.engine)
+    elif args.comfyui_url or args.comfyui_dir:
+        settings = settings.replace(engine="comfyui")
+    if settings.engine == "comfyui" and not (settings.comfyui_url or settings.comfyui_dir):
+        print("comfygate worker: --engine comfyui needs --comfyui-url URL (attach to a running ComfyUI) or "
+              "--comfyui-dir DIR (start one from that install)", file=sys.stderr)
+        return 2
     return run_worker(settings, concurrency=args.concurrency or settings.worker_concurrency, preload=args.preload)
 
 
@@ -293,6 +305,17 @@ def _parser() -> argparse.ArgumentParser:
                              "(checkpoints/sd15.safetensors); the worker reports ready only after")
     worker.add_argument("--health-port", type=int, default=None,
                         help="serve the readiness probe (GET /ready, GET /models) on this port")
+    worker.add_argument("--engine", choices=("builtin", "comfyui"), default=None,
+                        help="what runs the prompts (default COMFYGATE_ENGINE, builtin)")
+    worker.add_argument("--comfyui-url", default=None, metavar="URL",
+                        help="attach to the ComfyUI server at URL (http://127.0.0.1:8188)")
+    worker.add_argument("--comfyui-dir", type=Path, default=None, metavar="DIR",
+                        help="start ComfyUI from this install (its main.py) on 127.0.0.1 and a free port; "
+                             "with --comfyui-url: only where its input/output/temp folders are")
+    worker.add_argument("--comfyui-python", type=Path, default=None, metavar="PATH",
+                        help="the Python that runs ComfyUI (default <dir>/.venv/bin/python, else this one)")
+    worker.add_argument("--comfyui-args", default=None, metavar="ARGS",
+                        help='more arguments for ComfyUI\'s main.py, e.g. "--highvram"')
     worker.set_defaults(handler=_worker)
 
     db = sub.add_parser("db", help="database schema")

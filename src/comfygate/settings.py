@@ -43,6 +43,13 @@ def _paths(raw: str) -> tuple[Path, ...]:
     return tuple(Path(part.strip()) for part in raw.split(",") if part.strip())
 
 
+def _engine(raw: str) -> str:
+    name = raw.strip().lower()
+    if name not in ("builtin", "comfyui"):
+        raise ValueError("expected builtin or comfyui")
+    return name
+
+
 def _names(raw: str) -> tuple[str, ...]:
     """Comma-separated names; blanks around commas and empty entries are ignored."""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -74,6 +81,28 @@ SETTINGS: tuple[SettingSpec, ...] = (
     SettingSpec("embedded_worker", "COMFYGATE_EMBEDDED_WORKER",
                 "Whether `comfygate serve` also starts a local worker. Default: true with the filesystem "
                 "broker, false otherwise.", _bool),
+    SettingSpec("engine", "COMFYGATE_ENGINE",
+                "What runs a worker's prompts: builtin (comfygate's own executor, no ComfyUI needed) or comfyui (a "
+                "real ComfyUI server on the same host, attached with COMFYGATE_COMFYUI_URL or started from "
+                "COMFYGATE_COMFYUI_DIR). Default builtin.", _engine),
+    SettingSpec("comfyui_url", "COMFYGATE_COMFYUI_URL",
+                "Engine comfyui: attach to the ComfyUI server at this URL (http://127.0.0.1:8188). Empty: start "
+                "one from COMFYGATE_COMFYUI_DIR."),
+    SettingSpec("comfyui_dir", "COMFYGATE_COMFYUI_DIR",
+                "Engine comfyui: the ComfyUI install (the folder holding main.py). Without a URL the worker "
+                "starts it as a child process on 127.0.0.1 and a free port, restarts it when it dies and stops it "
+                "with the worker; with a URL it is only used to delete the run's files from its input, output "
+                "and temp folders.", Path),
+    SettingSpec("comfyui_python", "COMFYGATE_COMFYUI_PYTHON",
+                "Engine comfyui, supervised: the Python that runs ComfyUI's main.py (its virtual environment's). "
+                "Default: <ComfyUI dir>/.venv/bin/python when it exists, else the worker's own Python.", Path),
+    SettingSpec("comfyui_args", "COMFYGATE_COMFYUI_ARGS",
+                "Engine comfyui, supervised: more command-line arguments for ComfyUI's main.py, split like a "
+                "shell would (e.g. \"--highvram --preview-method auto\"). --listen and --port are set by the "
+                "worker."),
+    SettingSpec("comfyui_start_timeout_seconds", "COMFYGATE_COMFYUI_START_TIMEOUT_SECONDS",
+                "Engine comfyui: how long ComfyUI may take to answer after it starts (custom nodes load at "
+                "start) before the worker gives up. Default 300.", float),
     SettingSpec("node_pack_dirs", "COMFYGATE_NODE_PACK_DIRS",
                 "Comma-separated folders laid out like ComfyUI's custom_nodes/ (each *.py file and each package "
                 "folder in them is one node pack), loaded after the built-in nodes. A pack that fails to load "
@@ -160,6 +189,12 @@ class Settings:
     pool: str = "default"
     worker_concurrency: int = 2
     embedded_worker: bool | None = None
+    engine: str = "builtin"
+    comfyui_url: str = ""
+    comfyui_dir: Path | None = None
+    comfyui_python: Path | None = None
+    comfyui_args: str = ""
+    comfyui_start_timeout_seconds: float = 300.0
     node_pack_dirs: tuple[Path, ...] = field(default_factory=tuple)
     node_cache_entries: int = 64
     models_dir: Path | None = None
@@ -219,7 +254,7 @@ class Settings:
 
     @property
     def queue_name(self) -> str:
-        return f"pool.{self.pool}"
+        return f"pool.{self.pool}"  # the same as platform.dispatch.pool_queue (settings import nothing)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

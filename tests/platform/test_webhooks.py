@@ -139,7 +139,7 @@ def install(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Install]
             assert pushed.status_code == 201, pushed.text
         worker = RunProcessor(settings)
         yield Install(server, worker)
-        worker.engine.dispose()
+        worker.database.dispose()
 
 
 def test_a_passing_run_is_announced_once_with_a_signature_that_verifies(install, receiver):

@@ -20,7 +20,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from comfygate.comfy_runtime import NodeRegistry
 from comfygate.sentinel import Verdict
 
 __all__ = ["SeedInput", "Attempt", "LoopOutcome", "SEED_INPUT_NAMES", "DEFAULT_SEED_MAX", "seed_inputs",
@@ -46,12 +45,9 @@ class SeedInput:
         return f"{self.node_id}.{self.input_name}"
 
 
-def _declared_int_range(registry: NodeRegistry, class_type: str, input_name: str) -> tuple[int, int] | None:
-    """The input's declared (min, max) when the node's schema says it is an INT; None when it is not an INT."""
-    try:
-        info = registry.object_info(class_type)
-    except KeyError:
-        return 0, DEFAULT_SEED_MAX  # validated already; an unknown node cannot run anyway
+def _declared_int_range(info: Mapping[str, Any], input_name: str) -> tuple[int, int] | None:
+    """The input's declared (min, max) when the node's schema says it is an INT; None when it is not an INT.
+    A node the schemas lack (validated elsewhere) gets the widest range."""
     for section in ("required", "optional"):
         spec = info.get("input", {}).get(section, {}).get(input_name)
         if not spec:
@@ -66,8 +62,9 @@ def _declared_int_range(registry: NodeRegistry, class_type: str, input_name: str
     return 0, DEFAULT_SEED_MAX
 
 
-def seed_inputs(prompt: Mapping[str, Any], registry: NodeRegistry) -> list[SeedInput]:
-    """The literal INT seed inputs of a bound prompt (an input wired to another node's output is not one)."""
+def seed_inputs(prompt: Mapping[str, Any], object_info: Callable[[str], Mapping[str, Any]]) -> list[SeedInput]:
+    """The literal INT seed inputs of a bound prompt (an input wired to another node's output is not one).
+    ``object_info(class_type)`` is the engine's schema of a node ({} when it has none)."""
     found = []
     for node_id, node in prompt.items():
         inputs = node.get("inputs", {})
@@ -75,7 +72,7 @@ def seed_inputs(prompt: Mapping[str, Any], registry: NodeRegistry) -> list[SeedI
             value = inputs.get(name)
             if not isinstance(value, int) or isinstance(value, bool):
                 continue
-            declared = _declared_int_range(registry, node.get("class_type", ""), name)
+            declared = _declared_int_range(object_info(node.get("class_type", "")), name)
             if declared is not None:
                 found.append(SeedInput(str(node_id), name, maximum=declared[1], minimum=declared[0]))
     return found

@@ -10,7 +10,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -25,6 +25,7 @@ __all__ = [
     "RunOutput",
     "ReviewDecision",
     "WebhookDelivery",
+    "PoolCapabilities",
     "RunStatus",
     "utcnow",
     "new_id",
@@ -128,6 +129,10 @@ class WorkflowVersion(Base):
     policy: Mapped[dict[str, Any]] = mapped_column(JSON)
     policy_revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     policy_updated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # The worker pool whose queue (pool.<name>) runs it, and whose reported node schemas it was checked against.
+    pool: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    # A run attempt past this is interrupted on its engine and fails with error type "timeout".
+    timeout_seconds: Mapped[float] = mapped_column(Float, default=600.0, server_default="600")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     workflow: Mapped[Workflow] = relationship(back_populates="versions", lazy="joined")
 
@@ -159,6 +164,10 @@ class Run(Base):
     gate: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # The version's policy revision this run was gated with.
     policy_revision: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # The engine that ran the latest attempt ("builtin" or "comfyui"): all the platform knows of engines.
+    engine: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Where a running run is: {"node", "value", "max", "nodes_done"}; written with the heartbeat.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     version: Mapped[WorkflowVersion] = relationship(lazy="joined")
     outputs: Mapped[list[RunOutput]] = relationship(
         back_populates="run", order_by="RunOutput.index", lazy="selectin"
@@ -229,3 +238,17 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class PoolCapabilities(Base):
+    """What the engine of a pool's workers offers, as the latest reporting worker saw it: uploads for the pool
+    are converted and validated against these node schemas and model files."""
+
+    __tablename__ = "pool_capabilities"
+    pool: Mapped[str] = mapped_column(String(64), primary_key=True)
+    engine: Mapped[str] = mapped_column(String(32))
+    worker: Mapped[str] = mapped_column(String(255))
+    digest: Mapped[str] = mapped_column(String(64))  # sha256 of object_info + models: unchanged reports skip
+    object_info: Mapped[dict[str, Any]] = mapped_column(JSON)  # GET /object_info as the engine answered it
+    models: Mapped[dict[str, Any]] = mapped_column(JSON)  # {folder: [file names]}
+    reported_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from comfygate.platform.db import session_scope
 from comfygate.platform.dispatch import Dispatcher
-from comfygate.platform.models import Run, RunStatus, utcnow
+from comfygate.platform.models import Run, RunStatus, WorkflowVersion, utcnow
 from comfygate.platform.services.runs import announce
 from comfygate.platform.services.webhooks import EVENT_ENDED
 from comfygate.settings import Settings
@@ -40,15 +40,16 @@ class SweepReport:
 
 def sweep(factory: sessionmaker[Session], settings: Settings, dispatcher: Dispatcher) -> SweepReport:
     report = SweepReport()
-    to_send: list[tuple[str, int]] = []
+    to_send: list[tuple[str, int, str]] = []
     now = utcnow()
     with session_scope(factory) as session:
         stale_cutoff = now - timedelta(seconds=settings.stale_after_seconds)
         stale = session.execute(
-            select(Run.id, Run.attempt, Run.worker, Run.cancel_requested)
+            select(Run.id, Run.attempt, Run.worker, Run.cancel_requested, WorkflowVersion.pool)
+            .join(WorkflowVersion, WorkflowVersion.id == Run.version_id)
             .where(Run.status == RunStatus.RUNNING, Run.heartbeat_at < stale_cutoff)
         ).all()
-        for run_id, attempt, worker, cancel_requested in stale:
+        for run_id, attempt, worker, cancel_requested, pool in stale:
             owned = ((Run.id == run_id) & (Run.attempt == attempt) & (Run.status == RunStatus.RUNNING)
                      & (Run.heartbeat_at < stale_cutoff))
             if cancel_requested:
@@ -63,7 +64,7 @@ def sweep(factory: sessionmaker[Session], settings: Settings, dispatcher: Dispat
                         status=RunStatus.QUEUED, attempt=attempt + 1, worker=None, heartbeat_at=None,
                         started_at=None, dispatched_at=now)).rowcount:
                     report.requeued.append(run_id)
-                    to_send.append((run_id, attempt + 1))
+                    to_send.append((run_id, attempt + 1, pool))
             else:
                 reason = (f"worker {worker} went silent (no heartbeat for {settings.stale_after_seconds:g} s) "
                           f"on attempt {attempt} of {settings.max_attempts}; giving up")
@@ -75,18 +76,20 @@ def sweep(factory: sessionmaker[Session], settings: Settings, dispatcher: Dispat
 
         lost_cutoff = now - timedelta(seconds=settings.queued_timeout_seconds)
         lost = session.execute(
-            select(Run.id, Run.attempt).where(Run.status == RunStatus.QUEUED, Run.dispatched_at < lost_cutoff)
+            select(Run.id, Run.attempt, WorkflowVersion.pool)
+            .join(WorkflowVersion, WorkflowVersion.id == Run.version_id)
+            .where(Run.status == RunStatus.QUEUED, Run.dispatched_at < lost_cutoff)
         ).all()
-        for run_id, attempt in lost:
+        for run_id, attempt, pool in lost:
             if session.execute(update(Run).where(
                     Run.id == run_id, Run.attempt == attempt, Run.status == RunStatus.QUEUED,
                     Run.dispatched_at < lost_cutoff).values(dispatched_at=now)).rowcount:
                 report.redispatched.append(run_id)
-                to_send.append((run_id, attempt))
+                to_send.append((run_id, attempt, pool))
 
     # Sent only after the commit: a worker must find the row in its new state.
-    for run_id, attempt in to_send:
-        dispatcher.send(run_id, attempt)
+    for run_id, attempt, pool in to_send:
+        dispatcher.send(run_id, attempt, pool)
     if report.requeued or report.failed or report.redispatched:
         log.warning("watchdog: requeued %s, failed %s, re-sent %s",
                     report.requeued, report.failed, report.redispatched)

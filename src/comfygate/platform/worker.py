@@ -1,10 +1,12 @@
-"""What a worker does with one run: claim, execute and gate (again with new seeds when the policy asks),
-store, record.
+"""What a worker does with one run: claim, run on its engine and gate (again with new seeds when the policy
+asks), store, record.
 
-``RunProcessor`` holds what a worker process keeps warm (node registry, sentinel with its scoring models,
+``RunProcessor`` holds what a worker process keeps warm (its engine, the sentinel with its scoring models,
 storage client, database engine, policy and history caches) and is built once per process.
 ``process(run_id, attempt)`` is idempotent: a duplicate or stale task finds the run not claimable and
-returns. The loop's decisions (seeds, retries, choosing, audit sampling) live in ``gate_loop.py``.
+returns. The loop's decisions (seeds, retries, choosing, audit sampling) live in ``gate_loop.py``; the engines
+(built-in executor, a real ComfyUI) in ``engines/``; the side thread that beats and notices cancels in
+``run_watch.py``.
 """
 
 from __future__ import annotations
@@ -13,34 +15,33 @@ import logging
 import os
 import re
 import socket
-import tempfile
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
-from comfygate.comfy_runtime import (
-    Executor,
-    NodeExecutionError,
-    NodeRegistry,
-    OutputImage,
-    RunCanceled,
-    RunContext,
-    RunResult,
-    WorkflowInvalid,
-)
+from comfygate.comfy_runtime import NodeExecutionError, NodeRegistry, WorkflowInvalid
 from comfygate.platform import gate_loop
 from comfygate.platform.db import make_engine, make_session_factory, session_scope
+from comfygate.platform.engines import (
+    Engine,
+    EngineJob,
+    EngineOutput,
+    EngineResult,
+    EngineUnavailable,
+    OutOfMemory,
+    RunInterrupted,
+    create_engine,
+)
+from comfygate.platform.engines.media import extension_for
 from comfygate.platform.gate_history import History, HistoryCache
 from comfygate.platform.models import RunStatus, WorkflowVersion
 from comfygate.platform.notify import Publisher
+from comfygate.platform.run_watch import RunWatch, watching
 from comfygate.platform.runtime import node_registry
 from comfygate.platform.services import runs as run_service
 from comfygate.platform.services.uploads import input_key
@@ -85,42 +86,18 @@ def build_scorers(settings: Settings, registry: NodeRegistry) -> Scorers:
                               device=device, cache=cache, batch_size=settings.sentinel_batch_size)
 
 
-@dataclass
-class _Heartbeat:
-    """Marks the run alive from a side thread and notices cancel requests."""
-
-    factory: sessionmaker[Session]
-    run_id: str
-    attempt: int
-    interval: float
-    cancel_requested: threading.Event
-    lost: threading.Event
-    stop: threading.Event
-
-    def loop(self) -> None:
-        while not self.stop.wait(self.interval):
-            try:
-                with session_scope(self.factory) as session:
-                    alive, cancel = run_service.heartbeat(session, self.run_id, self.attempt)
-            except SQLAlchemyError as exc:
-                # A database blip: keep beating. If it lasts past stale_after_seconds the watchdog re-queues
-                # the run, and the next successful beat reports it lost.
-                log.warning("heartbeat of run %s failed: %s", self.run_id, exc)
-                continue
-            if cancel:
-                self.cancel_requested.set()
-            if not alive:
-                self.lost.set()
-                return
-
-
 class _RunLost(Exception):
     """The watchdog took the run back while we worked on it: nothing more is recorded."""
 
 
+# Inputs of these nodes name files the run uploaded: the worker hands them to the engine.
+FILE_INPUTS = {("LoadImage", "image"), ("LoadImageMask", "image")}
+
+
 @dataclass
 class _GatedOutput:
-    output: OutputImage
+    output: EngineOutput
+    index: int
     image_hash: ImageHash | None
 
 
@@ -137,19 +114,21 @@ class _Job:
     prompt_text: str | None
     request_key: str
     seeds: list[gate_loop.SeedInput]
-    input_dir: Path
-    beat: _Heartbeat
-    results: dict[int, RunResult]
+    input_files: dict[str, bytes]
+    watch: RunWatch
+    deadline: float
+    results: dict[int, EngineResult]
 
 
 class RunProcessor:
-    def __init__(self, settings: Settings, registry: NodeRegistry | None = None) -> None:
+    def __init__(self, settings: Settings, registry: NodeRegistry | None = None, engine: Engine | None = None
+                 ) -> None:
         self.settings = settings
-        self.engine = make_engine(settings.database_url)
-        self.sessions = make_session_factory(self.engine)
+        self.database = make_engine(settings.database_url)
+        self.sessions = make_session_factory(self.database)
         self.registry = registry or node_registry(settings)
-        # One executor per process: its node cache lets a run reuse what an earlier run computed.
-        self.executor = Executor(self.registry, cache_entries=settings.node_cache_entries)
+        # One engine per process: the built-in one keeps its node cache and model pool warm across runs.
+        self.engine: Engine = engine or create_engine(settings, self.registry)
         self.storage: Storage = open_storage(settings.storage_url, settings.s3_endpoint_url)
         self.scorers = build_scorers(settings, self.registry)
         self.sentinel = Sentinel(self.scorers)
@@ -158,6 +137,15 @@ class RunProcessor:
         # Keyed by revision: an edited policy is a new key, so no invalidation is needed.
         self._policies: dict[tuple[int, int], Policy] = {}
         self.history = HistoryCache(self.sessions)
+        # Where the engine's node schemas come from for seed ranges: its capabilities, read once at start.
+        self._object_info: Callable[[str], dict[str, Any]] = self._registry_object_info
+        self.give_back: Callable[[str, int], None] | None = None  # re-sends a run handed back (worker_main)
+
+    def _registry_object_info(self, class_type: str) -> dict[str, Any]:
+        try:
+            return self.registry.object_info(class_type)
+        except KeyError:
+            return {}
 
     def _policy(self, session: Session, version_id: int, revision: int) -> Policy:
         policy = self._policies.get((version_id, revision))
@@ -171,17 +159,25 @@ class RunProcessor:
         return policy
 
     def warm_up(self, preload: Sequence[str] = ()) -> None:
-        """Load the scoring models and the ``preload`` model files (folder/name under the models dir) before
-        taking runs, so the first runs do not pay for them (and a bad path stops the worker at start with a
-        clear error rather than failing runs one by one)."""
+        """Start the engine (a supervised ComfyUI answers first), load the scoring models and the ``preload``
+        model files (folder/name under the models dir) before taking runs, so the first runs do not pay for
+        them (and a bad path stops the worker at start with a clear error rather than failing runs one by one)."""
+        self.engine.start()
+        if self.engine.name != "builtin":
+            object_info = self.engine.capabilities().object_info
+            self._object_info = lambda class_type: object_info.get(class_type, {})
         self.scorers.load()
         models = self.registry.models
         for entry in preload:
-            if models is None:
-                raise ValueError(f"cannot preload {entry!r}: this worker's node registry has no model library")
+            if models is None or self.engine.name != "builtin":
+                raise ValueError(f"cannot preload {entry!r}: preloading is for the builtin engine's model pool "
+                                 "(a ComfyUI engine loads its models itself)")
             start = time.perf_counter()
             models.preload(entry)
             log.info("preloaded %s in %.0f ms", entry, _ms(start))
+
+    def close(self) -> None:
+        self.engine.close()
 
     def models_report(self) -> list[dict[str, Any]]:
         """What is warm in this process's model pool: size, load time, loads and hits per model."""
@@ -190,7 +186,7 @@ class RunProcessor:
     def process(self, run_id: str, attempt: int) -> str | None:
         """Run one attempt of a run; returns the final status, or None when the run was not ours."""
         with session_scope(self.sessions) as session:
-            claimed = run_service.claim_run(session, run_id, attempt, self.name)
+            claimed = run_service.claim_run(session, run_id, attempt, self.name, self.engine.name)
             if claimed is None:
                 log.info("run %s attempt %s is not claimable (duplicate or stale task); skipped", run_id, attempt)
                 return None
@@ -208,56 +204,50 @@ class RunProcessor:
         finally:
             self.publisher.run_ended(run_id, webhook=claimed.has_webhook)
 
-    @contextmanager
-    def _heartbeat(self, run_id: str, attempt: int) -> Iterator[_Heartbeat]:
-        beat = _Heartbeat(self.sessions, run_id, attempt, self.settings.heartbeat_seconds,
-                          threading.Event(), threading.Event(), threading.Event())
-        thread = threading.Thread(target=beat.loop, name=f"heartbeat-{run_id}", daemon=True)
-        thread.start()
-        try:
-            yield beat
-        finally:
-            beat.stop.set()
-            thread.join()
-
     def _execute_and_record(self, run_id: str, attempt: int, claimed: run_service.ClaimedRun, policy: Policy
                             ) -> str | None:
         timings: dict[str, Any] = {"queue_ms": claimed.queue_ms}
-        # The heartbeat covers the whole loop (every generation, gate and upload): a slow CLIP pass or upload
+        # The watch covers the whole loop (every generation, gate and upload): a slow CLIP pass or upload
         # must not look like a dead worker.
-        with self._heartbeat(run_id, attempt) as beat, tempfile.TemporaryDirectory(prefix="cg-run-") as tmp:
-            self._fetch_input_files(claimed.prompt, Path(tmp))
+        with watching(self.sessions, run_id, attempt, self.settings.heartbeat_seconds) as watch:
             history = self.history.get(claimed.workflow_id, claimed.version_id, claimed.policy_revision, policy)
             prompt_text = claimed.inputs.get(policy.prompt_input) if policy.prompt_input else None
             job = _Job(run_id, attempt, claimed, policy, policy.resolve(history.scores), history,
                        prompt_text if isinstance(prompt_text, str) else None,
-                       gate_loop.request_key(claimed.prompt), gate_loop.seed_inputs(claimed.prompt, self.registry),
-                       Path(tmp), beat, {})
+                       gate_loop.request_key(claimed.prompt),
+                       gate_loop.seed_inputs(claimed.prompt, self._object_info),
+                       self._input_files(claimed.prompt), watch,
+                       time.monotonic() + claimed.timeout_seconds, {})
             try:
                 outcome = gate_loop.run_attempts(lambda number: self._generate(job, number),
                                                  retries=policy.retries, best_of=policy.best_of,
                                                  can_vary=bool(job.seeds),
                                                  later_attempt_errors=(NodeExecutionError, WorkflowInvalid))
-                if beat.lost.is_set():
+                if watch.lost.is_set():
                     raise _RunLost()
-            except RunCanceled as exc:
-                where = f" during node {exc.node_id}" if exc.node_id else " between nodes"
-                error = {"message": f"canceled at the caller's request{where}", "node_id": exc.node_id}
-                return self._end_without_outputs(run_id, attempt, RunStatus.CANCELED, error, timings)
-            except NodeExecutionError as exc:
-                return self._end_without_outputs(run_id, attempt, RunStatus.FAILED, exc.to_dict(), timings)
-            except WorkflowInvalid as exc:
-                # E.g. this worker lacks a node pack the API server has: say so in ComfyUI's shape.
-                error = {"message": exc.error["message"], "type": "workflow_invalid_on_worker",
-                         "node_errors": exc.node_errors}
+            except RunInterrupted as exc:
+                return self._interrupted(job, exc, timings)
+            except OutOfMemory as exc:
+                error = {**exc.to_dict(), "type": "out_of_memory", "traceback": exc.traceback,
+                         "message": f"out of memory twice (memory was freed between): {exc.message}"}
                 return self._end_without_outputs(run_id, attempt, RunStatus.FAILED, error, timings)
+            except NodeExecutionError as exc:
+                error = {**exc.to_dict(), "type": "node_failed", "traceback": exc.traceback}
+                return self._end_without_outputs(run_id, attempt, RunStatus.FAILED, error, timings)
+            except WorkflowInvalid as exc:
+                # E.g. this worker's engine lacks a node pack the API server has: say so in ComfyUI's shape.
+                error = {"message": exc.error["message"], "type": "workflow_invalid_on_worker",
+                         "error": exc.error, "node_errors": exc.node_errors}
+                return self._end_without_outputs(run_id, attempt, RunStatus.FAILED, error, timings)
+            except EngineUnavailable as exc:
+                return self._hand_back(run_id, attempt, str(exc))
             except _RunLost:
                 log.warning("run %s attempt %s was taken back by the watchdog; result dropped", run_id, attempt)
                 return None
 
         chosen = gate_loop.choose(outcome.attempts, policy.rank_by_check)
         records = self._records(job, chosen)
-        gate = {"attempts": [a.to_dict([g.output.index for g in a.outputs]) for a in outcome.attempts],
+        gate = {"attempts": [a.to_dict([g.index for g in a.outputs]) for a in outcome.attempts],
                 "chosen": chosen.number, "retry_stopped": outcome.retry_stopped}
         timings = self._loop_timings(timings, job, outcome.attempts, chosen)
         with session_scope(self.sessions) as session:
@@ -271,31 +261,71 @@ class RunProcessor:
                          [v.scores for a in outcome.attempts for v in a.verdicts])
         return status
 
+    def _interrupted(self, job: _Job, exc: RunInterrupted, timings: dict[str, Any]) -> str | None:
+        where = f" during node {exc.node_id}" if exc.node_id else " between nodes"
+        if exc.reason == "timeout":
+            error = {"message": f"timed out after {job.claimed.timeout_seconds:g} s (the version's "
+                                f"timeout_seconds){where}", "type": "timeout", "node_id": exc.node_id}
+            return self._end_without_outputs(job.run_id, job.attempt, RunStatus.FAILED, error, timings)
+        error = {"message": f"canceled at the caller's request{where}", "type": "canceled", "node_id": exc.node_id}
+        return self._end_without_outputs(job.run_id, job.attempt, RunStatus.CANCELED, error, timings)
+
+    def _hand_back(self, run_id: str, attempt: int, reason: str) -> str | None:
+        """The engine died under the run: queue it again as a new attempt (any worker of the pool may take
+        it), or fail it once the attempts are used up."""
+        with session_scope(self.sessions) as session:
+            next_attempt = run_service.give_back(session, run_id, attempt, self.settings.max_attempts,
+                                                 f"engine {self.engine.name} became unavailable: {reason}")
+        if next_attempt is None:
+            return RunStatus.FAILED
+        log.warning("run %s handed back after attempt %s (%s); queued as attempt %s", run_id, attempt, reason,
+                    next_attempt)
+        if self.give_back is not None:
+            self.give_back(run_id, next_attempt)
+        return RunStatus.QUEUED  # the watchdog re-sends it if no give_back sender is set
+
+    def _run_engine(self, job: _Job, prompt: dict[str, Any], number: int) -> EngineResult:
+        """One engine call; after an out-of-memory error the engine frees memory and the call is tried once
+        more (a second one ends the run)."""
+        engine_job = EngineJob(run_id=job.run_id, prompt=prompt, input_files=job.input_files,
+                               cancel=job.watch.cancel, deadline=job.deadline,
+                               timeout_seconds=job.claimed.timeout_seconds,
+                               on_event=job.watch.progress.on_event, label=f"{job.attempt}-{number}")
+        try:
+            return self.engine.run(engine_job)
+        except OutOfMemory as exc:
+            log.warning("run %s: out of memory in node %s; freeing memory and trying once more", job.run_id,
+                        exc.node_id)
+            self.engine.free_memory()
+            return self.engine.run(engine_job)
+
     def _generate(self, job: _Job, number: int) -> gate_loop.Attempt:
         """Attempt ``number`` of the gate loop: run the prompt (with its seeds varied from attempt 2 on), gate
         every output in one batch, store them all."""
-        if job.beat.lost.is_set():
+        if job.watch.lost.is_set():
             raise _RunLost()
+        job.watch.progress.new_generation(number)
         prompt, seeds = gate_loop.seeds_for_attempt(job.claimed.prompt, job.seeds, job.run_id, number)
         start = time.perf_counter()
-        result = self.executor.run(prompt, RunContext(
-            input_dir=job.input_dir, should_cancel=job.beat.cancel_requested.is_set, run_id=job.run_id))
+        result = self._run_engine(job, prompt, number)
         job.results[number] = result
         execute_ms = round(_ms(start) - result.model_load_ms, 3)
 
         start = time.perf_counter()
         candidates = [self._candidate(o, job) for o in result.outputs]
         verdicts = self.sentinel.evaluate_batch(candidates, job.resolved, job.history.recent)
-        gated = [_GatedOutput(o, v.image_hash) for o, v in zip(result.outputs, verdicts, strict=True)]
+        gated = [_GatedOutput(o, index, v.image_hash)
+                 for index, (o, v) in enumerate(zip(result.outputs, verdicts, strict=True))]
         gate_ms = _ms(start)
 
         attempt = gate_loop.Attempt(number, seeds, verdicts, gated, execute_ms=execute_ms, gate_ms=gate_ms)
         start = time.perf_counter()
-        for output in result.outputs:
+        for index, output in enumerate(result.outputs):
             # One key per task attempt and gate attempt: a late, superseded task can never overwrite the bytes
             # another one recorded, and every generation stays available to reviewers.
-            key = f"runs/{job.run_id}/{job.attempt}-{number}-{output.index}.png"
-            self.storage.put(key, output.png, "image/png")
+            extension = extension_for(output.content_type, output.filename)
+            key = f"runs/{job.run_id}/{job.attempt}-{number}-{index}{extension}"
+            self.storage.put(key, output.data, output.content_type)
             attempt.storage_keys.append(key)
         attempt.store_ms = _ms(start)
         return attempt
@@ -311,7 +341,7 @@ class RunProcessor:
         timings["store_ms"] = round(sum(a.store_ms for a in attempts), 3)
         timings["total_ms"] = round(sum(timings.values()), 3)
         timings["gate_attempts"] = len(attempts)
-        # Per node: how long each one ran, and which were answered from the worker's node cache.
+        # Per node: how long each one ran, and which were answered from the engine's node cache.
         timings["node_ms"] = {node_id: round(ms, 3) for node_id, ms in job.results[chosen.number].node_ms.items()}
         timings["cached_nodes"] = job.results[chosen.number].cached_nodes
         timings["model_loads"] = [load for r in results for load in r.model_loads]
@@ -323,9 +353,9 @@ class RunProcessor:
         for gated, key, verdict in zip(chosen.outputs, chosen.storage_keys, chosen.verdicts, strict=True):
             output, image_hash = gated.output, gated.image_hash
             records.append(run_service.OutputRecord(
-                index=output.index, node_id=output.node_id, filename=_download_name(output), storage_key=key,
-                content_type="image/png", width=output.width, height=output.height, size_bytes=len(output.png),
-                verdict=verdict.to_dict(), decision=verdict.decision,
+                index=gated.index, node_id=output.node_id, filename=_download_name(output, gated.index),
+                storage_key=key, content_type=output.content_type, width=output.width, height=output.height,
+                size_bytes=len(output.data), verdict=verdict.to_dict(), decision=verdict.decision,
                 sha256=image_hash.sha256 if image_hash else None,
                 phash=phash_hex(image_hash.phash) if image_hash else None,
                 request_key=job.request_key, gate_attempt=chosen.number, sampled=sampled and verdict.passed))
@@ -337,30 +367,34 @@ class RunProcessor:
             recorded = run_service.fail_run(session, run_id, attempt, status, error, timings)
         return status if recorded else None
 
-    def _fetch_input_files(self, prompt: dict[str, Any], input_dir: Path) -> None:
-        """Copy the LoadImage files this run names from storage into its input dir.
+    def _input_files(self, prompt: dict[str, Any]) -> dict[str, bytes]:
+        """The uploaded files this run's prompt names, read from storage.
 
         A name storage does not hold (deleted, or a constant from the exported workflow that was never
-        uploaded) is left out: LoadImage then fails naming its node and the file, which says more than we
-        could here."""
+        uploaded) is left out: the loading node then fails naming its node and the file, which says more than
+        we could here."""
+        files: dict[str, bytes] = {}
         for node in prompt.values():
-            name = node.get("inputs", {}).get("image") if node.get("class_type") == "LoadImage" else None
-            if not isinstance(name, str) or (input_dir / name).exists():
-                continue
-            try:
-                data = self.storage.get(input_key(name))
-            except (StoredObjectMissing, InvalidStorageKey):
-                continue
-            (input_dir / name).write_bytes(data)
+            inputs = node.get("inputs", {})
+            for class_type, input_name in FILE_INPUTS:
+                name = inputs.get(input_name) if node.get("class_type") == class_type else None
+                if not isinstance(name, str) or name in files:
+                    continue
+                try:
+                    files[name] = self.storage.get(input_key(name))
+                except (StoredObjectMissing, InvalidStorageKey):
+                    continue
+        return files
 
     @staticmethod
-    def _candidate(output: OutputImage, job: _Job) -> Candidate:
-        return Candidate(data=output.png, content_type="image/png", expected_width=output.width,
+    def _candidate(output: EngineOutput, job: _Job) -> Candidate:
+        return Candidate(data=output.data, content_type=output.content_type, expected_width=output.width,
                          expected_height=output.height, pixels=output.pixels, prompt=job.prompt_text,
                          request_key=job.request_key)
 
 
-def _download_name(output: OutputImage) -> str:
+def _download_name(output: EngineOutput, index: int) -> str:
     # Goes into a Content-Disposition header: only characters that need no quoting.
-    stem = re.sub(r"[^A-Za-z0-9._-]", "_", output.filename_prefix) or "output"
-    return f"{stem}_{output.index:05d}.png"
+    name = PurePosixPath(output.filename)
+    stem = re.sub(r"[^A-Za-z0-9._-]", "_", name.stem).strip("_") or "output"
+    return f"{stem[:100]}_{index:05d}{extension_for(output.content_type, output.filename)}"

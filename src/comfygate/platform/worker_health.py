@@ -1,4 +1,5 @@
-"""A worker's readiness probe: a tiny HTTP endpoint that says 503 until the worker takes runs, then 200.
+"""A worker's readiness probe: a tiny HTTP endpoint that says 503 until the worker takes runs (and while its
+engine, a ComfyUI server, does not answer), then 200.
 
 A deployment points its readiness probe at ``GET /ready`` (Kubernetes ``httpGet``), so a GPU host gets no
 traffic while it is still loading its preloaded models. ``GET /models`` lists what is warm in the pool.
@@ -22,18 +23,23 @@ log = logging.getLogger(__name__)
 class WorkerHealth:
     """Readiness of one worker process: ``phase`` moves starting -> preloading -> ready (or failed)."""
 
-    def __init__(self, models_report: Callable[[], list[dict[str, Any]]]) -> None:
+    def __init__(self, models_report: Callable[[], list[dict[str, Any]]],
+                 engine_ready: Callable[[], bool] = lambda: True, engine: str = "builtin") -> None:
         self.phase = "starting"
         self.error: str | None = None
         self._models_report = models_report
+        self._engine_ready = engine_ready  # False while a ComfyUI engine is down or restarting
+        self._engine = engine
         self._server: ThreadingHTTPServer | None = None
 
     @property
     def ready(self) -> bool:
-        return self.phase == "ready"
+        return self.phase == "ready" and self._engine_ready()
 
     def status(self) -> dict[str, Any]:
-        return {"ready": self.ready, "phase": self.phase, "error": self.error, "models": self._models_report()}
+        engine_ready = self._engine_ready()
+        return {"ready": self.phase == "ready" and engine_ready, "phase": self.phase, "error": self.error,
+                "engine": {"name": self._engine, "ready": engine_ready}, "models": self._models_report()}
 
     def serve(self, host: str, port: int) -> int:
         """Answer probes on host:port from a daemon thread; returns the bound port (port 0 picks one)."""

@@ -7,9 +7,11 @@ import os
 import socket
 from collections.abc import Sequence
 
+from celery import Celery
 from celery.signals import worker_ready
 
 from comfygate.platform.celery_app import create_celery
+from comfygate.platform.dispatch import Dispatcher
 from comfygate.platform.tasks import register_tasks
 from comfygate.platform.worker import RunProcessor
 from comfygate.platform.worker_health import WorkerHealth
@@ -28,7 +30,9 @@ def run_worker(settings: Settings, concurrency: int, preload: Sequence[str] = ()
         logging.getLogger(name).setLevel(logging.WARNING)
     app = create_celery(settings)
     processor = RunProcessor(settings)
-    health = WorkerHealth(processor.models_report)
+    # A run whose engine died under it is queued again at once, to this pool's queue.
+    processor.give_back = Dispatcher(app, settings.queue_name).send
+    health = WorkerHealth(processor.models_report, processor.engine.is_ready, processor.engine.name)
     if settings.worker_health_port:
         port = health.serve(settings.host, settings.worker_health_port)
         log.info("readiness probe on http://%s:%s/ready", settings.host, port)
@@ -37,6 +41,7 @@ def run_worker(settings: Settings, concurrency: int, preload: Sequence[str] = ()
         processor.warm_up([*settings.preload, *preload])
     except Exception as exc:
         health.phase, health.error = "failed", f"{type(exc).__name__}: {exc}"
+        processor.close()
         raise
     register_tasks(app, processor)
 
@@ -46,6 +51,14 @@ def run_worker(settings: Settings, concurrency: int, preload: Sequence[str] = ()
 
     # weak=False: the closure would otherwise be collected before Celery sends the signal.
     worker_ready.connect(consuming, weak=False)
+    try:
+        _consume(app, settings, concurrency)
+    finally:
+        processor.close()  # a supervised ComfyUI stops with its worker
+    return 0
+
+
+def _consume(app: Celery, settings: Settings, concurrency: int) -> None:
     app.worker_main([
         "worker",
         # Threads: one process holds the warm models; node code releases the GIL in torch kernels.
@@ -56,4 +69,3 @@ def run_worker(settings: Settings, concurrency: int, preload: Sequence[str] = ()
         "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--loglevel=INFO",
     ])
-    return 0

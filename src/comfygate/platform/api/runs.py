@@ -51,9 +51,9 @@ def _create_and_dispatch(state: AppState, run_id: str, name: str, number: int | 
         version = workflow_service.get_version(session, name, number)
         run = run_service.create_run(session, state.registry, state.storage, state.image_limits, version,
                                      body.inputs, body.files, api_key_id, run_id=run_id, webhook=body.webhook)
-        attempt = run.attempt
+        attempt, pool = run.attempt, version.pool
     # The row has committed: a worker that picks the task up will find it.
-    state.dispatcher.send(run_id, attempt)
+    state.dispatcher.send(run_id, attempt, pool)
     return {"id": run_id, "status": RunStatus.QUEUED, "url": run_service.run_url(run_id)}
 
 
@@ -108,8 +108,8 @@ async def start_run_version(request: web.Request) -> web.Response:
     return await _start_run(request, parse_version_number(request.match_info["number"]))
 
 
-def _run_body(session: Session, run_id: str) -> dict[str, Any]:
-    return run_service.run_to_dict(run_service.get_run(session, run_id))
+def _run_body(session: Session, run_id: str, admin: bool) -> dict[str, Any]:
+    return run_service.run_to_dict(run_service.get_run(session, run_id), admin=admin)
 
 
 @routes.get(f"/v1/runs/{RUN_ID_PATH}")
@@ -121,7 +121,7 @@ async def get_run(request: web.Request) -> web.Response:
         finished = await _wait_for_end(state, run_id, wait)
         if finished is not None:
             return web.json_response(finished)
-    return web.json_response(await state.call(_run_body, run_id))
+    return web.json_response(await state.call(_run_body, run_id, request[CALLER].is_admin))
 
 
 @routes.get(f"/v1/runs/{RUN_ID_PATH}/outputs/{{index}}")
@@ -130,9 +130,10 @@ async def get_output(request: web.Request) -> web.Response:
     index = path_number(request.match_info["index"], "output index", minimum=0)
     output = await state.call(run_service.released_output, request.match_info["run_id"], index)
     data = await state.in_thread(state.storage.get, output.storage_key)
-    return web.Response(body=data, content_type=output.content_type,
-                        headers={"Content-Disposition": f'inline; filename="{output.filename}"',
-                                 "Cache-Control": "private, max-age=31536000, immutable"})
+    # Content-Type as a header: aiohttp's content_type argument refuses a charset parameter (text outputs).
+    return web.Response(body=data, headers={"Content-Type": output.content_type,
+                                            "Content-Disposition": f'inline; filename="{output.filename}"',
+                                            "Cache-Control": "private, max-age=31536000, immutable"})
 
 
 def _cancel(session: Session, run_id: str) -> dict[str, Any]:

@@ -37,8 +37,8 @@ from comfygate.platform.services.workflows import exposed_inputs_of
 from comfygate.platform.storage import Storage
 
 __all__ = ["create_run", "get_run", "run_to_dict", "gate_summary", "cancel_run", "claim_run", "heartbeat",
-           "finish_run", "fail_run", "announce", "check_webhook_url", "OutputRecord", "ClaimedRun", "output_url",
-           "run_url", "released_output", "withheld_reason", "MAX_WEBHOOK_URL"]
+           "cancel_requested", "give_back", "finish_run", "fail_run", "announce", "check_webhook_url", "OutputRecord",
+           "ClaimedRun", "output_url", "run_url", "released_output", "withheld_reason", "MAX_WEBHOOK_URL"]
 
 MAX_WEBHOOK_URL = 2048
 
@@ -225,7 +225,14 @@ def gate_summary(run: Run) -> dict[str, Any] | None:
             "policy_revision": run.policy_revision}
 
 
-def run_to_dict(run: Run) -> dict[str, Any]:
+def _error_for(run: Run, admin: bool) -> dict[str, Any] | None:
+    # A node's traceback names server paths: for admins only.
+    if run.error is None or admin or "traceback" not in run.error:
+        return run.error
+    return {k: v for k, v in run.error.items() if k != "traceback"}
+
+
+def run_to_dict(run: Run, *, admin: bool = False) -> dict[str, Any]:
     return {
         "id": run.id,
         "status": run.status,
@@ -237,8 +244,10 @@ def run_to_dict(run: Run) -> dict[str, Any]:
         "queued_at": _iso(run.queued_at),
         "started_at": _iso(run.started_at),
         "finished_at": _iso(run.finished_at),
+        "engine": run.engine,
+        "progress": run.progress if run.status == RunStatus.RUNNING else None,
         "outputs": [_output_to_dict(o) for o in run.outputs],
-        "error": run.error,
+        "error": _error_for(run, admin),
         "timings": run.timings,
         "gate": gate_summary(run),
     }
@@ -288,9 +297,11 @@ class ClaimedRun:
     policy_revision: int  # the version's policy revision this attempt is gated with
     workflow_id: int
     has_webhook: bool  # whether the caller asked for a webhook (the end notice then wakes the senders)
+    timeout_seconds: float = 600.0  # the version's: past it the attempt is interrupted and fails
 
 
-def claim_run(session: Session, run_id: str, attempt: int, worker: str) -> ClaimedRun | None:
+def claim_run(session: Session, run_id: str, attempt: int, worker: str, engine: str = "builtin"
+              ) -> ClaimedRun | None:
     """Take a queued run for this attempt; None when it is not ours to run (duplicate or stale message)."""
     now = utcnow()
     # The policy revision is taken in the same statement: the run is gated with the policy as it was when
@@ -301,17 +312,22 @@ def claim_run(session: Session, run_id: str, attempt: int, worker: str) -> Claim
         update(Run)
         .where(Run.id == run_id, Run.attempt == attempt, Run.status == RunStatus.QUEUED,
                Run.cancel_requested.is_(False))
-        .values(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker,
-                policy_revision=current_revision)
+        .values(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now, worker=worker, engine=engine,
+                progress=None, policy_revision=current_revision)
         .returning(Run.prompt, Run.inputs, Run.version_id, Run.queued_at, Run.policy_revision, Run.webhook_url,
-                   _workflow_of_run())
+                   _workflow_of_run(), _timeout_of_run())
     ).one_or_none()
     if row is None:
         return None
     return ClaimedRun(prompt=row.prompt, inputs=row.inputs, version_id=row.version_id,
                       queue_ms=round((now - row.queued_at).total_seconds() * 1000, 3),
                       policy_revision=row.policy_revision, workflow_id=int(row.workflow_id),
-                      has_webhook=bool(row.webhook_url))
+                      has_webhook=bool(row.webhook_url), timeout_seconds=float(row.timeout_seconds))
+
+
+def _timeout_of_run() -> Any:
+    return (select(WorkflowVersion.timeout_seconds).where(WorkflowVersion.id == Run.version_id)
+            .scalar_subquery().label("timeout_seconds"))
 
 
 def _workflow_of_run() -> Any:
@@ -320,11 +336,36 @@ def _workflow_of_run() -> Any:
             .scalar_subquery().label("workflow_id"))
 
 
-def heartbeat(session: Session, run_id: str, attempt: int) -> tuple[bool, bool]:
-    """Mark the run alive. Returns (still ours, cancel requested)."""
-    alive = session.execute(update(Run).where(_owned(run_id, attempt)).values(heartbeat_at=utcnow())).rowcount
-    cancel = session.scalar(select(Run.cancel_requested).where(Run.id == run_id))
-    return bool(alive), bool(cancel)
+def heartbeat(session: Session, run_id: str, attempt: int, progress: dict[str, Any] | None = None
+              ) -> tuple[bool, bool]:
+    """Mark the run alive (and record where it is, when ``progress`` is given). Returns (still ours, cancel
+    requested)."""
+    values: dict[str, Any] = {"heartbeat_at": utcnow()}
+    if progress is not None:
+        values["progress"] = progress
+    row = session.execute(update(Run).where(_owned(run_id, attempt)).values(**values)
+                          .returning(Run.cancel_requested)).one_or_none()
+    if row is None:
+        return False, cancel_requested(session, run_id)
+    return True, bool(row.cancel_requested)
+
+
+def cancel_requested(session: Session, run_id: str) -> bool:
+    """Whether the caller asked to cancel: polled between heartbeats, so a cancel is noticed within a second."""
+    return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
+
+
+def give_back(session: Session, run_id: str, attempt: int, max_attempts: int, reason: str) -> int | None:
+    """The worker's engine died under the run: queue it again as the next attempt (the new attempt number), or
+    fail it when ``max_attempts`` are used up (None). Either way the run is not lost and not stuck."""
+    if attempt < max_attempts:
+        requeued = session.execute(update(Run).where(_owned(run_id, attempt)).values(
+            status=RunStatus.QUEUED, attempt=attempt + 1, worker=None, heartbeat_at=None, started_at=None,
+            progress=None, dispatched_at=utcnow())).rowcount
+        return attempt + 1 if requeued else None
+    fail_run(session, run_id, attempt, RunStatus.FAILED,
+             {"message": f"{reason}; giving up after {attempt} attempts", "type": "engine_unavailable"})
+    return None
 
 
 @dataclass(frozen=True)
