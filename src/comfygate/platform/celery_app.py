@@ -40,6 +40,9 @@ def create_celery(settings: Settings) -> Celery:
         app.conf.broker_transport_options = {
             "data_folder_in": str(queue_dir),
             "data_folder_out": str(queue_dir),
+            # The exchange tables too: kombu's default is ./control, which litters whatever folder the process
+            # was started from.
+            "control_folder": str(settings.broker_dir / "control"),
             "store_processed": False,
             # The transport polls its folder; 10 ms keeps dispatch latency low at negligible CPU.
             "polling_interval": 0.002,
