@@ -16,7 +16,8 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("workflow_versions") as batch:
-        batch.add_column(sa.Column("pool", sa.String(length=64), server_default="default", nullable=False))
+        # NULL for versions uploaded before pools: they keep going to the API server's pool (COMFYGATE_POOL).
+        batch.add_column(sa.Column("pool", sa.String(length=64), nullable=True))
         batch.add_column(sa.Column("timeout_seconds", sa.Float(), server_default="600", nullable=False))
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("engine", sa.String(length=32), nullable=True))

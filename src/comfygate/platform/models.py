@@ -130,7 +130,8 @@ class WorkflowVersion(Base):
     policy_revision: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     policy_updated_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     # The worker pool whose queue (pool.<name>) runs it, and whose reported node schemas it was checked against.
-    pool: Mapped[str] = mapped_column(String(64), default="default", server_default="default")
+    # NULL for versions uploaded before pools existed: they go to the API server's pool (COMFYGATE_POOL).
+    pool: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # A run attempt past this is interrupted on its engine and fails with error type "timeout".
     timeout_seconds: Mapped[float] = mapped_column(Float, default=600.0, server_default="600")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
