@@ -16,6 +16,7 @@ DEFAULT_DICT = {
         "finite": "reject",
         "blank": {"reject": 0.02},
         "noise": {"reject": 0.2},
+        "silence": {"reject": -60.0},
         "duplicate": {"reject": 2, "window": 200},
         "clip_alignment": {"reject": 0.2},
         "aesthetic": "off",
@@ -37,7 +38,7 @@ def test_none_and_empty_give_the_default_policy():
     assert json.loads(json.dumps(DEFAULT_POLICY, default=dict)) == DEFAULT_DICT
     assert Policy.from_dict({}) == default == Policy.default()
     assert [name for name in CHECK_NAMES if default.on(name)] == [
-        "decode", "finite", "blank", "noise", "duplicate", "clip_alignment", "blur", "colour_entropy",
+        "decode", "finite", "blank", "noise", "silence", "duplicate", "clip_alignment", "blur", "colour_entropy",
     ]
     assert default.uses_clip and not default.uses_aesthetic and not default.uses_nsfw
     assert (default.retries, default.best_of, default.review_sample_rate) == (0, 1, 0.0)
@@ -47,9 +48,9 @@ def test_none_and_empty_give_the_default_policy():
     assert default.percentile_checks == frozenset()
 
 
-def test_integrity_only_keeps_the_four_cheap_checks():
+def test_integrity_only_keeps_the_cheap_checks():
     policy = Policy.integrity_only()
-    assert [name for name in CHECK_NAMES if policy.on(name)] == ["decode", "finite", "blank", "noise"]
+    assert [name for name in CHECK_NAMES if policy.on(name)] == ["decode", "finite", "blank", "noise", "silence"]
     assert not policy.uses_clip
     assert policy.prompt_input is None
     assert policy.duplicate_window == 0

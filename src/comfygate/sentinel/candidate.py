@@ -14,12 +14,14 @@ class Candidate:
     """One output to judge.
 
     ``data`` is the encoded file exactly as the caller would receive it, ``content_type`` the media type it
-    will be served with. ``expected_width``/``expected_height``/``expected_mode`` (a Pillow mode such as
-    ``"RGB"``) are what the workflow declared, when known. ``pixels`` are the raw values the file was encoded
-    from (float ``[H, W, C]`` in 0..1); they may hold NaN/Inf, which encoding to PNG would hide, so the
-    finite check reads them rather than the file. ``prompt`` is the text the prompt-alignment check compares
-    the image with. ``request_key`` identifies the request that produced it: the duplicate check ignores
-    recent outputs with the same key, since repeating a request may rightly repeat its image.
+    will be served with: an image (still or animated), ``video/mp4``/``video/webm``, ``audio/flac``/``mpeg``/
+    ``ogg``/``wav``, ``model/gltf-binary``, ``text/plain`` or ``application/octet-stream`` (see media.py).
+    ``expected_width``/``expected_height`` (images and video) and ``expected_mode`` (a Pillow mode such as
+    ``"RGB"``, images only) are what the workflow declared, when known. ``pixels`` are the raw values the
+    file was encoded from (float ``[H, W, C]`` in 0..1); they may hold NaN/Inf, which encoding to PNG would
+    hide, so the finite check reads them rather than the file. ``prompt`` is the text the prompt-alignment
+    check compares the image with. ``request_key`` identifies the request that produced it: the duplicate
+    check ignores recent outputs with the same key, since repeating a request may rightly repeat its image.
     """
 
     data: bytes

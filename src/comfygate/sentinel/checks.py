@@ -1,30 +1,24 @@
-"""Pixel checks: cheap, model-free measurements that run on every output (numpy + Pillow only), and the
+"""Pixel checks: cheap, model-free measurements that run on every picture (numpy + Pillow only), and the
 functions that turn a measurement and a resolved check into a ``CheckResult``.
 
-The gate decodes the file once (``decode``), converts it once (``PreparedImage``), and hands the same
-pixels to every check that looks at them.
+The gate decodes the file once (decoding.py), converts each picture once (``PreparedImage``), and hands the
+same pixels to every check that looks at them.
 """
 
 from __future__ import annotations
 
-import io
 import math
-from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
 from PIL import Image
 
-from .candidate import Candidate
 from .check_specs import CHECKS
 from .policy import ResolvedCheck
 from .verdict import CheckResult
 
 __all__ = [
-    "DEFAULT_MAX_PIXELS",
-    "Decoded",
     "PreparedImage",
-    "decode",
     "image_8bit",
     "finite_fraction",
     "blank_score",
@@ -36,60 +30,11 @@ __all__ = [
     "not_run",
 ]
 
-DEFAULT_MAX_PIXELS = 64_000_000
 # Larger images are box-averaged down to about this side for the noise, blur and entropy checks (cost bound).
 SMALL_MAX_SIDE = 512
-# Errors Pillow raises on data it cannot decode: unknown format (UnidentifiedImageError is an OSError),
-# truncated or corrupt data (OSError, SyntaxError from some plugins, ValueError on bad tile layouts).
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-# ---- decoding ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Decoded:
-    """Outcome of decoding a candidate: the image when it decoded, and the first problem found, if any.
-
-    ``code``/``problems`` describe a decode-check failure (undecodable, wrong type, size or mode); the
-    image is kept when only the declared type, size or mode is wrong, so hashing can still see it.
-    """
-
-    image: Image.Image | None
-    code: str | None = None
-    problems: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return self.code is None
-
-
-def decode(candidate: Candidate, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
-    """Decode the file fully and compare it with what was declared: media type, size, Pillow mode."""
-    try:
-        image = Image.open(io.BytesIO(candidate.data))
-        # Image.open reads only the header: refuse a decompression bomb before load() allocates it.
-        width, height = image.size
-        if width * height > max_pixels:
-            return Decoded(None, "undecodable", (f"image is {width}x{height}, more than {max_pixels} pixels",))
-        image.load()
-    except _DECODE_ERRORS as exc:
-        return Decoded(None, "undecodable", (f"data does not decode as an image ({exc})",))
-
-    found: list[tuple[str, str]] = []  # (code, problem), the first one names the failure
-    declared_type = candidate.content_type.split(";", 1)[0].strip().lower()
-    actual_type = Image.MIME.get(image.format or "", f"image/{(image.format or 'unknown').lower()}")
-    if declared_type != actual_type:
-        found.append(("wrong_type", f"content type is {candidate.content_type!r} but the data is {image.format}"))
-    if candidate.expected_width is not None and candidate.expected_width != width:
-        found.append(("wrong_size", f"width is {width}, expected {candidate.expected_width}"))
-    if candidate.expected_height is not None and candidate.expected_height != height:
-        found.append(("wrong_size", f"height is {height}, expected {candidate.expected_height}"))
-    if candidate.expected_mode is not None and candidate.expected_mode != image.mode:
-        found.append(("wrong_mode", f"mode is {image.mode}, expected {candidate.expected_mode}"))
-    if found:
-        return Decoded(image, found[0][0], tuple(problem for _, problem in found))
-    return Decoded(image)
-
+# ---- preparing pixels ---------------------------------------------------------------------------------------
 
 def image_8bit(image: Image.Image) -> Image.Image:
     """The image as 8-bit "L" (grey sources) or "RGB" (everything else); alpha and palettes are dropped."""

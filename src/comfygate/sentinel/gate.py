@@ -1,9 +1,13 @@
 """The sentinel: runs a resolved policy's checks on candidates, cheapest first, and turns the results into
 verdicts.
 
-Order: decode, finite, blank, noise, duplicate, then the checks on CLIP embeddings (clip_alignment,
+Order: decode, finite, blank, noise, silence, duplicate, then the checks on CLIP embeddings (clip_alignment,
 aesthetic, nsfw), then the soft checks (blur, colour_entropy). The first check that fails in its reject band
 stops a candidate: every later check is recorded as ``not_run`` ("skipped: <check> rejected the image").
+
+Each check judges some kinds of output (check_specs.py) and reports ``not_run`` on the others ("does not apply
+to audio (audio/flac)"). The picture checks read a still image, or the first, middle and last frames of an
+animation or video: a check's score is then the worst of the frames, and its reason names that frame.
 """
 
 from __future__ import annotations
@@ -16,23 +20,22 @@ import numpy as np
 from PIL import Image
 
 from .candidate import Candidate
-from .check_specs import CHECK_NAMES
+from .check_specs import CHECK_NAMES, CHECKS
 from .checks import (
-    DEFAULT_MAX_PIXELS,
-    Decoded,
     PreparedImage,
     blank_score,
     blur_score,
     colour_entropy,
-    decode,
     finite_fraction,
     judge,
     noise_score,
     not_run,
     yes_no_result,
 )
+from .decoding import DEFAULT_MAX_PIXELS, DEFAULT_MAX_VIDEO_FRAMES, decode
 from .errors import ScorerUnavailable
 from .hashing import ImageHash, RecentOutput, hamming, image_hash
+from .media import Decoded, base_type, kind_noun, kind_phrase
 from .policy import Policy, ResolvedCheck, ResolvedPolicy
 from .verdict import CheckResult, Verdict
 
@@ -50,7 +53,7 @@ class _Judging:
 
     candidate: Candidate
     decoded: Decoded
-    prepared: PreparedImage | None
+    frames: list[PreparedImage]  # decoded.frames, prepared for the checks
     results: dict[str, CheckResult] = field(default_factory=dict)
     hash: ImageHash | None = None
     stopped_by: str | None = None  # the check that rejected it; later checks are skipped
@@ -62,11 +65,15 @@ class _Judging:
 
     def due(self, check: ResolvedCheck) -> bool:
         """Whether ``check`` should run now; when not, its not_run result is recorded."""
-        if not check.on:
+        kind = self.decoded.kind
+        if kind not in CHECKS[check.name].kinds:
+            self.record(not_run(check, f"does not apply to {kind_phrase(kind)} "
+                                       f"({base_type(self.candidate.content_type)})"))
+        elif not check.on:
             self.record(not_run(check, "off in this policy"))
         elif self.stopped_by is not None:
-            self.record(not_run(check, f"skipped: {self.stopped_by} rejected the image"))
-        elif self.prepared is None and check.name != "finite":
+            self.record(not_run(check, f"skipped: {self.stopped_by} rejected the {kind_noun(kind)}"))
+        elif not self.decoded.readable and check.name != "finite":
             self.record(not_run(check, self.undecoded_reason()))
         else:
             return True
@@ -74,7 +81,20 @@ class _Judging:
 
     def undecoded_reason(self) -> str:
         problems = "; ".join(self.decoded.problems)
-        return f"the image did not decode: {problems}" if problems else "the image did not decode"
+        noun = kind_noun(self.decoded.kind)
+        return f"the {noun} did not decode: {problems}" if problems else f"the {noun} did not decode"
+
+    def judge_frames(self, check: ResolvedCheck, scores: Sequence[float], code: str, predicate: str,
+                     measure: str) -> CheckResult:
+        """Judge the worst of the frames' scores (one per frame); the reason names that frame."""
+        pick = min if CHECKS[check.name].higher_is_better else max
+        worst = pick(range(len(scores)), key=scores.__getitem__)
+        label = self.decoded.frames[worst].label  # None for a still image
+        result = judge(check, float(scores[worst]), code, f"{label or 'image'} {predicate}", measure)
+        if label is not None and result.reason is None:
+            result.reason = f"worst of the {len(scores)} frames checked: {label}" if len(scores) > 1 else \
+                f"scored on {label}"
+        return result
 
     def verdict(self) -> Verdict:
         return Verdict.from_checks([self.results[name] for name in CHECK_NAMES], self.hash)
@@ -85,13 +105,16 @@ class Sentinel:
 
     ``scorers`` holds the learned scorers (CLIP, aesthetic and NSFW heads); a check that needs one that is
     not configured reports ``not_run``, never passed. ``max_pixels`` is the decompression-bomb guard: larger
-    images fail the decode check unread. A sentinel holds no per-run state, so one instance serves all
-    threads of a worker.
+    images and frames fail the decode check unread. ``max_video_frames`` bounds the frames of a video decoded
+    in full; past them its packets are only read, and its middle and last frames found by seeking. A
+    sentinel holds no per-run state, so one instance serves all threads of a worker.
     """
 
-    def __init__(self, scorers: Scorers | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    def __init__(self, scorers: Scorers | None = None, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_video_frames: int = DEFAULT_MAX_VIDEO_FRAMES) -> None:
         self.scorers = scorers
         self.max_pixels = max_pixels
+        self.max_video_frames = max_video_frames
 
     def evaluate(
         self, candidate: Candidate, policy: ResolvedPolicy | Policy, recent: Sequence[RecentOutput] = ()
@@ -103,8 +126,8 @@ class Sentinel:
         self, candidates: Sequence[Candidate], policy: ResolvedPolicy | Policy,
         recent: Sequence[RecentOutput] = (),
     ) -> list[Verdict]:
-        """Judge candidates together: pixel checks and hashes per image, then one CLIP pass over the ones
-        still standing, then the heads on the same embeddings.
+        """Judge candidates together: pixel checks and hashes per output, then one CLIP pass over the frames
+        of the ones still standing, then the heads on the same embeddings.
 
         ``recent`` are the endpoint's recent outputs, newest first (the duplicate check compares with the
         first ``window`` of them); later candidates of the batch are also compared with earlier ones. A
@@ -123,8 +146,8 @@ class Sentinel:
     # ---- stages -------------------------------------------------------------------------------------------
 
     def _pixel_checks(self, candidate: Candidate, policy: ResolvedPolicy) -> _Judging:
-        decoded = decode(candidate, self.max_pixels)
-        state = _Judging(candidate, decoded, PreparedImage(decoded.image) if decoded.image is not None else None)
+        decoded = decode(candidate, self.max_pixels, self.max_video_frames)
+        state = _Judging(candidate, decoded, [PreparedImage(frame.image) for frame in decoded.frames])
 
         check = policy.check("decode")
         if check.on:  # not via due(): decode reports on undecodable images itself
@@ -136,28 +159,34 @@ class Sentinel:
         check = policy.check("finite")
         if state.due(check):
             if candidate.pixels is None:
-                state.record(not_run(check, "no raw pixels were given"))
+                state.record(not_run(check, "no raw pixels were given" if decoded.kind == "image" else
+                                     f"no raw pixel values for {'an' if decoded.kind == 'animation' else 'a'} "
+                                     f"{kind_noun(decoded.kind)}"))
             else:
                 fraction, problem = finite_fraction(candidate.pixels)
                 state.record(yes_no_result(check, fraction, "not_finite" if problem else None, problem))
 
         check = policy.check("blank")
         if state.due(check):
-            assert state.prepared is not None
-            state.record(judge(check, blank_score(state.prepared.image8), "blank",
-                               "image is blank or near-uniform", "colour spread"))
+            state.record(state.judge_frames(check, [blank_score(frame.image8) for frame in state.frames], "blank",
+                                            "is blank or near-uniform", "colour spread"))
         check = policy.check("noise")
         if state.due(check):
-            assert state.prepared is not None
-            state.record(judge(check, noise_score(state.prepared.small_grey), "noise",
-                               "image looks like noise", "neighbour correlation"))
+            state.record(state.judge_frames(check, [noise_score(frame.small_grey) for frame in state.frames],
+                                            "noise", "looks like noise", "neighbour correlation"))
+        check = policy.check("silence")
+        if state.due(check):
+            assert decoded.level_dbfs is not None
+            state.record(judge(check, decoded.level_dbfs, "silent", "audio is silent or nearly so",
+                               "RMS level in dBFS"))
         return state
 
     def _duplicate_check(self, states: list[_Judging], check: ResolvedCheck, recent: Sequence[RecentOutput]) -> None:
         # Hashed even with the check off: callers keep the hashes, so turning the check on later has a history.
+        # A video or animation is known by its bytes and its middle frame.
         for state in states:
-            if state.prepared is not None:
-                state.hash = image_hash(state.candidate.data, state.prepared.image8)
+            if state.frames:
+                state.hash = image_hash(state.candidate.data, state.frames[state.decoded.hash_index].image8)
         history = list(recent[: check.window])
         for index, state in enumerate(states):
             if state.due(check):
@@ -179,16 +208,21 @@ class Sentinel:
         def wants_alignment(state: _Judging) -> bool:
             return alignment.on and bool((state.candidate.prompt or "").strip())
 
-        # One image-embedding pass over every candidate still standing that some configured check needs.
-        standing = [state for state in states if state.stopped_by is None and state.prepared is not None]
+        # One image-embedding pass over every frame of every candidate still standing that a configured check
+        # needs; rows[id(state)] are its frames' rows in the embeddings.
+        standing = [state for state in states if state.stopped_by is None and state.frames]
         wanted = [
             state for state in standing if clip is not None and (
                 wants_alignment(state) or any(policy.check(n).on and heads[n] is not None for n in heads)
             )
         ]
-        embeddings = self._embed_images(clip, wanted) if wanted else None
-        row = {id(state): index for index, state in enumerate(wanted)}
-        similarity = self._similarities(clip, wanted, embeddings, wants_alignment) if wanted else {}
+        images: list[Image.Image] = []
+        rows: dict[int, range] = {}
+        for state in wanted:
+            rows[id(state)] = range(len(images), len(images) + len(state.frames))
+            images.extend(_rgb(frame) for frame in state.frames)
+        embeddings = self._embed_images(clip, images) if images else None
+        similarity = self._similarities(clip, wanted, rows, embeddings, wants_alignment) if wanted else {}
         head_scores = {
             name: _finite_scores(name, head.score(embeddings))
             for name, head in heads.items()
@@ -202,11 +236,11 @@ class Sentinel:
                 elif not wants_alignment(state):
                     state.record(not_run(alignment, "no prompt text was given"))
                 else:
-                    state.record(judge(alignment, similarity[id(state)], "prompt_mismatch",
-                                       "image does not match the prompt", "CLIP similarity"))
-            for name, code, finding, measure in (
-                ("aesthetic", "low_aesthetic", "image scores low on aesthetics", "aesthetic score"),
-                ("nsfw", "nsfw", "image is likely NSFW", "NSFW probability"),
+                    state.record(state.judge_frames(alignment, similarity[id(state)], "prompt_mismatch",
+                                                    "does not match the prompt", "CLIP similarity"))
+            for name, code, predicate, measure in (
+                ("aesthetic", "low_aesthetic", "scores low on aesthetics", "aesthetic score"),
+                ("nsfw", "nsfw", "is likely NSFW", "NSFW probability"),
             ):
                 check = policy.check(name)
                 if not state.due(check):
@@ -214,19 +248,19 @@ class Sentinel:
                 if heads[name] is None or clip is None:  # Scorers refuses a head without its CLIP model
                     state.record(not_run(check, f"no {name} model is configured"))
                 else:
-                    score = float(head_scores[name][row[id(state)]])
-                    state.record(judge(check, score, code, finding, measure))
+                    scores = [float(head_scores[name][row]) for row in rows[id(state)]]
+                    state.record(state.judge_frames(check, scores, code, predicate, measure))
 
-    def _embed_images(self, clip, states: list[_Judging]) -> np.ndarray:
+    def _embed_images(self, clip, images: list[Image.Image]) -> np.ndarray:
         assert self.scorers is not None
-        images = [_rgb(state) for state in states]
         size = max(1, int(self.scorers.batch_size))
         chunks = [clip.embed_images(images[start:start + size]) for start in range(0, len(images), size)]
         return np.concatenate(chunks, axis=0)  # [N, D], L2-normalised
 
     @staticmethod
-    def _similarities(clip, states, embeddings, wants_alignment) -> dict[int, float]:
-        """Cosine similarity of each candidate that wants alignment with its own prompt (one text pass)."""
+    def _similarities(clip, states, rows, embeddings, wants_alignment) -> dict[int, list[float]]:
+        """Cosine similarity of each frame of each candidate that wants alignment with its own prompt (one text
+        pass)."""
         prompts = sorted({state.candidate.prompt for state in states if wants_alignment(state)})
         if not prompts:
             return {}
@@ -234,22 +268,23 @@ class Sentinel:
         column = {prompt: index for index, prompt in enumerate(prompts)}
         cosines = _finite_scores("clip_alignment", embeddings @ texts.T)  # [N, T]
         return {
-            id(state): float(cosines[index, column[state.candidate.prompt]])
-            for index, state in enumerate(states) if wants_alignment(state)
+            id(state): [float(cosines[row, column[state.candidate.prompt]]) for row in rows[id(state)]]
+            for state in states if wants_alignment(state)
         }
 
     def _soft_checks(self, state: _Judging, policy: ResolvedPolicy) -> None:
         check = policy.check("blur")
         if state.due(check):
-            assert state.prepared is not None
-            score = blur_score(state.prepared.small_grey)
-            state.record(not_run(check, "image is smaller than 3x3 pixels") if score is None else
-                         judge(check, score, "blurry", "image looks blurry", "Laplacian variance"))
+            scores = [blur_score(frame.small_grey) for frame in state.frames]
+            measured = [score for score in scores if score is not None]
+            if len(measured) < len(scores):  # the frames of a video share one size
+                state.record(not_run(check, f"{kind_noun(state.decoded.kind)} is smaller than 3x3 pixels"))
+            else:
+                state.record(state.judge_frames(check, measured, "blurry", "looks blurry", "Laplacian variance"))
         check = policy.check("colour_entropy")
         if state.due(check):
-            assert state.prepared is not None
-            state.record(judge(check, colour_entropy(state.prepared.small_rgb), "low_colour_entropy",
-                               "image has very few colours", "colour entropy in bits"))
+            state.record(state.judge_frames(check, [colour_entropy(frame.small_rgb) for frame in state.frames],
+                                            "low_colour_entropy", "has very few colours", "colour entropy in bits"))
 
 
 def _duplicate_result(check: ResolvedCheck, state: _Judging, history: Sequence[RecentOutput]) -> CheckResult:
@@ -264,7 +299,9 @@ def _duplicate_result(check: ResolvedCheck, state: _Judging, history: Sequence[R
         return judge(check, 0.0, "exact_duplicate", f"exact copy of {exact.label}", "hash distance")
     distance, nearest = min(((hamming(state.hash.phash, entry.phash), entry) for entry in others),
                             key=lambda pair: pair[0])
-    return judge(check, float(distance), "near_duplicate", f"near-duplicate of {nearest.label}", "hash distance")
+    by = "" if state.decoded.kind == "image" else " by its middle frame"
+    return judge(check, float(distance), "near_duplicate", f"near-duplicate of {nearest.label}{by}",
+                 "hash distance")
 
 
 def _finite_scores(name: str, scores: np.ndarray) -> np.ndarray:
@@ -274,8 +311,7 @@ def _finite_scores(name: str, scores: np.ndarray) -> np.ndarray:
     return scores
 
 
-def _rgb(state: _Judging) -> Image.Image:
-    assert state.prepared is not None
-    image = state.prepared.image8
+def _rgb(frame: PreparedImage) -> Image.Image:
+    image = frame.image8
     return image if image.mode == "RGB" else image.convert("RGB")
 

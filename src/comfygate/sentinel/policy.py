@@ -8,6 +8,7 @@ A policy is stored as JSON with the workflow version (format v2)::
         "finite": "reject",
         "blank": {"reject": 0.02},             scored checks: "off" | {"reject": T?, "review": T?}
         "noise": {"reject": 0.2},
+        "silence": {"reject": -60.0},          audio only: RMS level in dBFS (-150..0)
         "duplicate": {"reject": 2, "window": 200},
         "clip_alignment": {"reject": 0.2},
         "aesthetic": "off",
@@ -59,6 +60,8 @@ DEFAULT_POLICY: Mapping = MappingProxyType({
         "finite": "reject",
         "blank": {"reject": 0.02},
         "noise": {"reject": 0.2},
+        # Audio only: an RMS level below -60 dBFS is silence (or a hiss far below any content).
+        "silence": {"reject": -60.0},
         # An exact or near-exact repeat of a *different* request's output.
         "duplicate": {"reject": 2, "window": 200},
         # Reports not_run when no CLIP model is configured or the run has no prompt text.
@@ -74,7 +77,7 @@ DEFAULT_POLICY: Mapping = MappingProxyType({
     "rank_by": None,
     "review_sample_rate": 0.0,
 })
-_INTEGRITY_CHECKS = ("decode", "finite", "blank", "noise")
+_INTEGRITY_CHECKS = ("decode", "finite", "blank", "noise", "silence")
 _TOP_KEYS = ("checks", "prompt_input", "retries", "best_of", "rank_by", "review_sample_rate")
 _V1_KEYS = ("enabled", "action", "threshold")
 _V1_MESSAGE = 'policy format changed: use "reject"/"review" bands (e.g. {"reject": 0.02}) or "off"'
@@ -164,7 +167,8 @@ class Policy:
 
     @classmethod
     def integrity_only(cls) -> Policy:
-        """decode, finite, blank and noise with their defaults; every other check off; no prompt input."""
+        """decode, finite, blank, noise and silence with their defaults; every other check off; no prompt
+        input."""
         checks = {name: "off" for name in CHECK_NAMES if name not in _INTEGRITY_CHECKS}
         return cls.from_dict({"checks": checks, "prompt_input": None})
 
