@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,9 @@ def build_scorers(settings: Settings, registry: NodeRegistry) -> Scorers:
 class _RunLost(Exception):
     """The watchdog took the run back while we worked on it: nothing more is recorded."""
 
+
+# How long a task waits for a restarting engine before it goes back to the queue for another worker.
+ENGINE_READY_WAIT_SECONDS = 10.0
 
 # Inputs of these nodes name files the run uploaded: the worker hands them to the engine.
 FILE_INPUTS = {("LoadImage", "image"), ("LoadImageMask", "image")}
@@ -185,6 +189,12 @@ class RunProcessor:
 
     def process(self, run_id: str, attempt: int) -> str | None:
         """Run one attempt of a run; returns the final status, or None when the run was not ours."""
+        if not self._engine_ready_within(ENGINE_READY_WAIT_SECONDS) and self.give_back is not None:
+            # Our ComfyUI is down or restarting: leave the run unclaimed (no attempt spent) for a worker whose
+            # engine answers; the message goes back to the pool's queue.
+            log.warning("engine %s is not ready; run %s goes back to the queue unclaimed", self.engine.name, run_id)
+            self.give_back(run_id, attempt)
+            return None
         with session_scope(self.sessions) as session:
             claimed = run_service.claim_run(session, run_id, attempt, self.name, self.engine.name)
             if claimed is None:
@@ -203,6 +213,15 @@ class RunProcessor:
             raise
         finally:
             self.publisher.run_ended(run_id, webhook=claimed.has_webhook)
+
+    def _engine_ready_within(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        pause = threading.Event()  # waited on, never set: a pause that is no busy loop
+        while not self.engine.is_ready():
+            if time.monotonic() >= deadline:
+                return False
+            pause.wait(0.1)
+        return True
 
     def _execute_and_record(self, run_id: str, attempt: int, claimed: run_service.ClaimedRun, policy: Policy
                             ) -> str | None:
