@@ -293,15 +293,14 @@ class RunProcessor:
         """The engine died under the run: queue it again as a new attempt (any worker of the pool may take
         it), or fail it once the attempts are used up."""
         with session_scope(self.sessions) as session:
-            next_attempt = run_service.give_back(session, run_id, attempt, self.settings.max_attempts,
-                                                 f"engine {self.engine.name} became unavailable: {reason}")
-        if next_attempt is None:
-            return RunStatus.FAILED
-        log.warning("run %s handed back after attempt %s (%s); queued as attempt %s", run_id, attempt, reason,
-                    next_attempt)
-        if self.give_back is not None:
-            self.give_back(run_id, next_attempt)
-        return RunStatus.QUEUED  # the watchdog re-sends it if no give_back sender is set
+            status = run_service.give_back(session, run_id, attempt, self.settings.max_attempts,
+                                           f"engine {self.engine.name} became unavailable: {reason}")
+        if status == RunStatus.QUEUED:
+            log.warning("run %s handed back after attempt %s (%s); queued as attempt %s", run_id, attempt, reason,
+                        attempt + 1)
+            if self.give_back is not None:  # else the watchdog re-sends it once it counts as lost
+                self.give_back(run_id, attempt + 1)
+        return status
 
     def _run_engine(self, job: _Job, prompt: dict[str, Any], number: int) -> EngineResult:
         """One engine call; after an out-of-memory error the engine frees memory and the call is tried once
@@ -323,6 +322,8 @@ class RunProcessor:
         every output in one batch, store them all."""
         if job.watch.lost.is_set():
             raise _RunLost()
+        if job.watch.cancel.is_set():  # asked while the gate judged the last generation: no new one
+            raise RunInterrupted("canceled")
         job.watch.progress.new_generation(number)
         prompt, seeds = gate_loop.seeds_for_attempt(job.claimed.prompt, job.seeds, job.run_id, number)
         start = time.perf_counter()
