@@ -106,6 +106,10 @@ def _workflows_push(settings: Settings, args: argparse.Namespace) -> int:
         body["inputs"] = _read_json_file(args.inputs, "inputs spec")
     if args.policy:
         body["policy"] = _read_json_file(args.policy, "policy")
+    if args.pool:
+        body["pool"] = args.pool
+    if args.timeout is not None:
+        body["timeout_seconds"] = args.timeout
     status, answer = ApiClient(args.url or settings.public_url, args.key or settings.api_key).post(
         "/v1/workflows", body)
     print(json.dumps(answer, indent=2))
@@ -343,6 +347,11 @@ def _parser() -> argparse.ArgumentParser:
     push.add_argument("--name", required=True)
     push.add_argument("--inputs", help="JSON file naming the exposed inputs")
     push.add_argument("--policy", help="JSON file with the quality-gate policy")
+    push.add_argument("--pool", metavar="NAME",
+                      help="the worker pool that runs it, checked against the nodes and model files its workers "
+                           "report (default: the server's pool)")
+    push.add_argument("--timeout", type=float, metavar="SECONDS",
+                      help="run attempts longer than this are interrupted and fail (1 to 86400; default 600)")
     client_options(push)
     push.set_defaults(handler=_workflows_push)
 

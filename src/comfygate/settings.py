@@ -160,6 +160,10 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "Largest uploaded image, in pixels; Pillow's decompression-bomb guard. Default 64 Mpx.", int),
     SettingSpec("heartbeat_seconds", "COMFYGATE_HEARTBEAT_SECONDS",
                 "How often a worker marks its running run alive. Default 2.", float),
+    SettingSpec("capabilities_seconds", "COMFYGATE_CAPABILITIES_SECONDS",
+                "How often a worker asks its engine for its node schemas and model files, and reports them for "
+                "its pool when they changed (uploads for the pool are checked against them). Default 60.",
+                float),
     SettingSpec("stale_after_seconds", "COMFYGATE_STALE_AFTER_SECONDS",
                 "A running run whose heartbeat is older than this is taken as lost. Default 15.", float),
     SettingSpec("queued_timeout_seconds", "COMFYGATE_QUEUED_TIMEOUT_SECONDS",
@@ -215,6 +219,7 @@ class Settings:
     max_upload_bytes: int = 20 * 1024 * 1024
     max_image_pixels: int = 64_000_000
     heartbeat_seconds: float = 2.0
+    capabilities_seconds: float = 60.0
     stale_after_seconds: float = 15.0
     queued_timeout_seconds: float = 300.0
     max_attempts: int = 3

@@ -8,6 +8,7 @@ from .context import RunContext
 from .errors import (
     ComfyRuntimeError,
     InputsInvalid,
+    MissingModelFiles,
     NodeExecutionError,
     NodePackError,
     NodeSchemaError,
@@ -23,6 +24,7 @@ from .nodepacks import PackReport
 from .outputs import OutputImage, RunResult
 from .progress import ProgressBar, report_progress
 from .registry import NodeRegistry, create_registry
+from .requirements import MODEL_FILE_EXTENSIONS, missing_model_files
 from .schemas import NodeSchema, NodeSchemas, load_object_info
 from .validation import ValidationResult, validate_prompt
 
@@ -32,6 +34,8 @@ __all__ = [
     "ExposedInput",
     "InputsInvalid",
     "LoadedWorkflow",
+    "MODEL_FILE_EXTENSIONS",
+    "MissingModelFiles",
     "NodeExecutionError",
     "NodePackError",
     "NodeRegistry",
@@ -56,6 +60,7 @@ __all__ = [
     "load_object_info",
     "load_valid_workflow",
     "load_workflow",
+    "missing_model_files",
     "parse_workflow",
     "report_progress",
     "validate_prompt",

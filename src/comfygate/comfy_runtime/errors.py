@@ -5,7 +5,8 @@ Every error derives from one base class, so callers can catch the whole family::
     ComfyRuntimeError
      ├── WorkflowFormatError   the document is not an API-format workflow (shape, not meaning)
      ├── WorkflowInvalid       the graph breaks node rules; carries ComfyUI's error / node_errors shape
-     │    └── UnknownNodeTypes  the workflow uses node types this runtime does not have (.missing lists all)
+     │    ├── UnknownNodeTypes  the workflow uses node types this runtime does not have (.missing lists all)
+     │    └── MissingModelFiles the workflow failed validation and names model files this runtime lacks
      ├── InputsInvalid         caller-supplied values for exposed inputs are wrong (.errors lists all)
      ├── NodeExecutionError    a node raised while running; names node id and class
      ├── RunCanceled           should_cancel() said stop (checked between nodes and at each progress report)
@@ -20,6 +21,7 @@ from typing import Any
 __all__ = [
     "ComfyRuntimeError",
     "InputsInvalid",
+    "MissingModelFiles",
     "NodeExecutionError",
     "NodePackError",
     "NodeSchemaError",
@@ -62,19 +64,39 @@ class UnknownNodeTypes(WorkflowInvalid):
     one, here every missing type is listed in the message and in ``extra_info``.
     """
 
-    def __init__(self, missing: dict[str, list[str]], source: str = "this runtime") -> None:
+    def __init__(self, missing: dict[str, list[str]], source: str = "this runtime",
+                 missing_models: list[dict[str, str]] | None = None) -> None:
         self.missing = missing
+        # Model files the nodes of known types name and the schemas lack (see requirements.py): the known
+        # nodes are not validated once a type is missing, so these are listed in extra_info (the message
+        # stays ComfyUI's).
+        self.missing_models = list(missing_models or [])
         first_type, first_ids = next(iter(missing.items()))
         message = f"Cannot execute because node {first_type} does not exist."
         others = [f"{t} (node {', '.join(ids)})" for t, ids in list(missing.items())[1:]]
         if others:
             message += f" Other missing node types: {', '.join(others)}."
+        extra_info: dict[str, Any] = {"missing_node_types": sorted(missing), "nodes": missing, "schemas": source}
+        if self.missing_models:
+            extra_info["missing_model_files"] = self.missing_models
         super().__init__({
             "type": "invalid_prompt",
             "message": message,
             "details": f"Node ID '#{first_ids[0]}'",
-            "extra_info": {"missing_node_types": sorted(missing), "nodes": missing, "schemas": source},
+            "extra_info": extra_info,
         })
+
+
+class MissingModelFiles(WorkflowInvalid):
+    """Validation failed and the workflow names model files that the schemas' loaders do not list.
+
+    Keeps the validator's ``error`` and ``node_errors`` (``value_not_in_list`` among them); ``missing_models``
+    is ``[{"node", "class_type", "input", "value"}]``, one entry per file.
+    """
+
+    def __init__(self, missing_models: list[dict[str, str]], invalid: WorkflowInvalid) -> None:
+        self.missing_models = list(missing_models)
+        super().__init__(invalid.error, invalid.node_errors)
 
 
 class InputsInvalid(ComfyRuntimeError):

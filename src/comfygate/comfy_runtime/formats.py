@@ -11,8 +11,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .errors import WorkflowFormatError
+from .errors import MissingModelFiles, UnknownNodeTypes, WorkflowFormatError, WorkflowInvalid
 from .registry import NodeRegistry
+from .requirements import missing_model_files
 from .schemas import NodeSchemas
 from .ui_format import convert_ui_workflow, is_ui_workflow
 from .validation import validate_prompt
@@ -48,16 +49,27 @@ def load_workflow(data: object, schemas: NodeSchemas) -> LoadedWorkflow:
     return LoadedWorkflow(parse_workflow(document), "api", document)
 
 
-def load_valid_workflow(data: object, source: NodeRegistry | NodeSchemas) -> LoadedWorkflow:
+def load_valid_workflow(data: object, source: NodeRegistry | NodeSchemas, *,
+                        hooks: NodeRegistry | None = None) -> LoadedWorkflow:
     """:func:`load_workflow`, then validation of every output: what an upload must pass.
 
     ComfyUI would run the outputs that validate and drop the others; a workflow endpoint that silently loses
-    an output branch is a silent fix, so here any node error refuses the whole workflow.
+    an output branch is a silent fix, so here any node error refuses the whole workflow. When the workflow
+    fails and names model files the schemas' loaders lack, the error is MissingModelFiles listing them
+    (UnknownNodeTypes lists them too). ``hooks``: as in :func:`validate_prompt`.
     """
     schemas = source.schemas() if isinstance(source, NodeRegistry) else source
     loaded = load_workflow(data, schemas)
-    # Without an input dir, LoadImage names are checked for safety only: the files arrive with each run.
-    validate_prompt(loaded.prompt, source).raise_for_node_errors()
+    try:
+        # Without an input dir, LoadImage names are checked for safety only: the files arrive with each run.
+        validate_prompt(loaded.prompt, source, hooks=hooks).raise_for_node_errors()
+    except UnknownNodeTypes:
+        raise
+    except WorkflowInvalid as exc:
+        models = missing_model_files(loaded.prompt, schemas)
+        if models:
+            raise MissingModelFiles(models, exc) from exc
+        raise
     return loaded
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from .errors import InputsInvalid, WorkflowInvalid
 from .graph import node_sort_key
 from .registry import NodeRegistry
+from .schemas import NodeSchemas
 from .specs import InputSpec, check_value
 
 __all__ = ["ExposedInput", "bind_inputs", "expose_inputs", "input_schema"]
@@ -62,13 +63,13 @@ def _spec_error(message: str, node_id: str, input_name: str, class_type: str | N
 
 
 def _expose_one(
-    prompt: dict, registry: NodeRegistry, name: str, node_id: str, input_name: str
+    prompt: dict, schemas: NodeSchemas, name: str, node_id: str, input_name: str
 ) -> ExposedInput:
     if node_id not in prompt:
         raise _spec_error(f"Exposed input {name!r} names node {node_id!r}, which is not in the workflow",
                           node_id, input_name, None)
     class_type = prompt[node_id]["class_type"]
-    schema = registry.schemas().get(class_type)
+    schema = schemas.get(class_type)
     if schema is None:
         raise _spec_error(f"Node {node_id!r} has unknown class_type {class_type!r}",
                           node_id, input_name, None)
@@ -90,18 +91,21 @@ def _expose_one(
 
 def expose_inputs(
     prompt: dict[str, dict[str, Any]],
-    registry: NodeRegistry,
+    source: NodeRegistry | NodeSchemas,
     spec: Mapping[str, Mapping[str, str]] | None,
 ) -> list[ExposedInput]:
     """The inputs callers may set. ``spec`` maps a public name to ``{"node": id, "input": name}``.
 
+    ``source``: a registry, or the node schemas of the runtime that will run the prompt (another server's).
+
     With ``spec`` None every constant widget input of every node is exposed as "<node id>.<input name>".
     """
+    schemas = source.schemas() if isinstance(source, NodeRegistry) else source
     if spec is None:
         spec = {}
         for node_id in sorted(prompt, key=node_sort_key):
             node = prompt[node_id]
-            schema = registry.schemas().get(node["class_type"])
+            schema = schemas.get(node["class_type"])
             if schema is None:
                 raise _spec_error(f"Node {node_id!r} has unknown class_type {node['class_type']!r}",
                                   node_id, "", None)
@@ -121,7 +125,7 @@ def expose_inputs(
             raise _spec_error(f"Exposed inputs {targets[target]!r} and {name!r} set the same node input",
                               target[0], target[1], None)
         targets[target] = name
-        exposed.append(_expose_one(prompt, registry, name, *target))
+        exposed.append(_expose_one(prompt, schemas, name, *target))
     return exposed
 
 

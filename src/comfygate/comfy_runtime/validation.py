@@ -40,6 +40,7 @@ from .errors import UnknownNodeTypes, WorkflowInvalid
 from .graph import node_sort_key
 from .paths import unsafe_name_reason
 from .registry import NodeRegistry
+from .requirements import missing_model_files
 from .schemas import NodeSchema, NodeSchemas
 from .specs import MAX_LISTED_CHOICES, InputSpec, jsonable, types_match, widget_value
 
@@ -103,7 +104,8 @@ def output_node_ids(prompt: Mapping[str, Mapping[str, Any]], source: NodeRegistr
 def _check_shape(prompt: Any, schemas: NodeSchemas) -> None:
     """``invalid_prompt`` for a node without a class_type or inputs, or for node types the schemas lack.
 
-    ComfyUI stops at the first unknown type; here every unknown type is listed in ``extra_info``.
+    ComfyUI stops at the first unknown type; here every unknown type is listed in ``extra_info``, with the
+    model files the known nodes name and the schemas lack.
     """
     if not isinstance(prompt, Mapping):
         raise WorkflowInvalid(_top_error(
@@ -124,7 +126,7 @@ def _check_shape(prompt: Any, schemas: NodeSchemas) -> None:
         if node["class_type"] not in schemas:
             missing.setdefault(node["class_type"], []).append(node_id)
     if missing:
-        raise UnknownNodeTypes(missing, schemas.source)
+        raise UnknownNodeTypes(missing, schemas.source, missing_model_files(prompt, schemas))
 
 
 def _input_config(spec: InputSpec) -> list[Any]:
@@ -503,12 +505,14 @@ def validate_prompt(
     *,
     input_dir: Path | None = None,
     skip_file_check: Collection[tuple[str, str]] = (),
+    hooks: NodeRegistry | None = None,
 ) -> ValidationResult:
     """Validate ``prompt`` as ComfyUI's ``POST /prompt`` does, against a registry or bare node schemas.
 
     With a NodeRegistry, node classes' ``VALIDATE_INPUTS`` are honoured; schemas alone (another server's
-    ``/object_info``) have no such hooks. Raises WorkflowInvalid where ComfyUI refuses the prompt:
-    ``invalid_prompt`` (a malformed node, unknown node types), ``prompt_no_outputs``, and
+    ``/object_info``) have none, unless ``hooks`` names a registry of the same nodes (workers running this
+    package's nodes): then its classes' hooks run for the node types it has. Raises WorkflowInvalid where
+    ComfyUI refuses the prompt: ``invalid_prompt`` (a malformed node, unknown node types), ``prompt_no_outputs``, and
     ``prompt_outputs_failed_validation`` when no output validates. When some do, the result lists them and
     the errors of the others (see :meth:`ValidationResult.raise_for_node_errors`).
 
@@ -521,7 +525,7 @@ def validate_prompt(
     if not outputs:
         raise WorkflowInvalid(_top_error("prompt_no_outputs", "Prompt has no outputs"))
 
-    registry = source if isinstance(source, NodeRegistry) else None
+    registry = source if isinstance(source, NodeRegistry) else hooks
     validator = _PromptValidator(prompt, schemas, registry, input_dir, skip_file_check)
     good = [output_id for output_id in outputs if validator.validate_output(output_id)]
     failed = [output_id for output_id in outputs if output_id not in good]

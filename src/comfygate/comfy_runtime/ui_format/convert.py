@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from ..errors import UnknownNodeTypes, WorkflowFormatError
+from ..requirements import missing_model_files
 from ..schemas import NodeSchema, NodeSchemas
 from .document import SubgraphDefinition, UiNode, read_document
 from .resolve import (
@@ -92,11 +93,29 @@ def _prompt_node(scope: Scope, node: UiNode, schema: NodeSchema, resolver: LinkR
     return {"class_type": node.type, "inputs": inputs, "_meta": {"title": title}}
 
 
+def _known_nodes_models(running: list[tuple[Scope, UiNode]], schemas: NodeSchemas,
+                        subgraphs: dict[str, SubgraphDefinition]) -> list[dict[str, str]]:
+    """Missing model files among the widget values of the nodes ``schemas`` knows: the whole prompt cannot
+    be built without the other nodes' schemas, but their widgets can be read."""
+    resolver = LinkResolver(schemas, subgraphs)
+    widgets: dict[str, dict[str, Any]] = {}
+    for scope, node in running:
+        if node.type in schemas:
+            try:
+                values = resolver.widget_values(scope.graph, node)
+            except WorkflowFormatError:
+                continue  # refused again, with its reason, once the missing node types are there
+            widgets[scope.exec_id(node.id)] = {"class_type": node.type,
+                                               "inputs": {k: wire_value(v) for k, v in values.items()}}
+    return missing_model_files(widgets, schemas)
+
+
 def convert_ui_workflow(document: Mapping[str, Any], schemas: NodeSchemas) -> dict[str, dict[str, Any]]:
     """The API-format prompt for a UI-format workflow, read with ``schemas`` (widget order, defaults).
 
     Raises WorkflowFormatError naming the node and field when the document is malformed, and
-    UnknownNodeTypes listing every node type that would run but has no schema.
+    UnknownNodeTypes listing every node type that would run but has no schema (and the model files that the
+    other nodes' widgets name and the schemas lack).
     """
     if not isinstance(document, Mapping):
         raise WorkflowFormatError(f"a UI-format workflow must be a JSON object, got {type(document).__name__}")
@@ -108,7 +127,7 @@ def convert_ui_workflow(document: Mapping[str, Any], schemas: NodeSchemas) -> di
         if node.type not in schemas:
             missing.setdefault(node.type, []).append(scope.exec_id(node.id))
     if missing:
-        raise UnknownNodeTypes(missing, schemas.source)
+        raise UnknownNodeTypes(missing, schemas.source, _known_nodes_models(running, schemas, subgraphs))
     if not running:
         raise WorkflowFormatError(
             "workflow has no node that runs: it holds only notes, reroutes, primitives or muted/bypassed nodes")

@@ -107,6 +107,10 @@ async def home(request: web.Request) -> web.Response:
 def _read_upload_form(form: dict[str, Any]) -> dict[str, Any]:
     """The form's fields as the REST body: JSON text fields parsed, the workflow from a file or a textarea."""
     body: dict[str, Any] = {"name": _text(form, "name").strip()}
+    if _text(form, "pool").strip():
+        body["pool"] = _text(form, "pool").strip()
+    if _text(form, "timeout_seconds").strip():
+        body["timeout_seconds"] = _number(_text(form, "timeout_seconds").strip())
     upload = form.get("workflow_file")
     raw_workflow = upload.file.read() if isinstance(upload, web.FileField) else b""
     if not raw_workflow:
@@ -122,6 +126,14 @@ def _read_upload_form(form: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
+def _number(raw: str) -> float | str:
+    """A form's number as a number; text that is not one goes on as it is, for the service to refuse."""
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
 def _text(form: dict[str, Any], key: str) -> str:
     """A text field of the form; "" when absent (or sent as a file where text belongs)."""
     value = form.get(key)
@@ -130,7 +142,7 @@ def _text(form: dict[str, Any], key: str) -> str:
 
 def _kept_fields(form: dict[str, Any]) -> dict[str, str]:
     """What the user typed, shown again next to an error so a fix does not mean starting over."""
-    return {key: _text(form, key) for key in ("name", "workflow_text", "inputs", "policy")}
+    return {key: _text(form, key) for key in ("name", "workflow_text", "inputs", "policy", "pool", "timeout_seconds")}
 
 
 class _FormError(Exception):
@@ -146,7 +158,7 @@ async def upload_workflow(request: web.Request) -> web.Response:
     items = await state.call(workflow_service.list_workflows)
     try:
         body = _read_upload_form(form)
-        summary, created = await state.call(push_workflow, state.registry, body)
+        summary, created = await state.call(push_workflow, state.registry, body, state.settings.pool)
     except _FormError as exc:
         return _page("home.html", status=400, caller=caller, workflows=items, error=str(exc),
                      form=_kept_fields(form))

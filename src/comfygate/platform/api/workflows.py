@@ -12,18 +12,20 @@ from comfygate.platform.api.auth import require_admin
 from comfygate.platform.api.bodies import WORKFLOW_NAME_PATH, path_number, read_json_object
 from comfygate.platform.api.context import state_of
 from comfygate.platform.errors import Unprocessable
+from comfygate.platform.pools import DEFAULT_POOL
 from comfygate.platform.services import workflows as workflow_service
 
 __all__ = ["routes", "push_workflow", "parse_version_number", "save_policy"]
 
 routes = web.RouteTableDef()
 
-_UPLOAD_FIELDS = {"name", "workflow", "inputs", "policy"}
+_UPLOAD_FIELDS = {"name", "workflow", "inputs", "policy", "pool", "timeout_seconds"}
 
 
-def push_workflow(session: Session, registry: NodeRegistry, body: dict[str, Any]
-                  ) -> tuple[dict[str, Any], bool]:
-    """Shared by the REST route and the web form: (version summary, created)."""
+def push_workflow(session: Session, registry: NodeRegistry, body: dict[str, Any],
+                  default_pool: str = DEFAULT_POOL) -> tuple[dict[str, Any], bool]:
+    """Shared by the REST route and the web form: (version summary with what it was checked against,
+    created). Without ``pool`` the version runs on ``default_pool``, the API server's own."""
     unknown = sorted(set(body) - _UPLOAD_FIELDS)
     if unknown:
         raise Unprocessable(f"unknown field(s) {unknown}; expected {sorted(_UPLOAD_FIELDS)}",
@@ -35,8 +37,10 @@ def push_workflow(session: Session, registry: NodeRegistry, body: dict[str, Any]
         try:
             result = workflow_service.push_version(
                 session, registry, name=body.get("name"), workflow=body["workflow"],
-                inputs_spec=body.get("inputs"), policy=body.get("policy"))
-            return workflow_service.version_summary(result.version), result.created
+                inputs_spec=body.get("inputs"), policy=body.get("policy"), pool=body.get("pool"),
+                timeout_seconds=body.get("timeout_seconds"), default_pool=default_pool)
+            summary = workflow_service.version_summary(result.version)
+            return {**summary, "checked_against": result.checked_against}, result.created
         except workflow_service.RaceLost:
             session.rollback()
             if attempt == 2:
@@ -52,7 +56,7 @@ def parse_version_number(raw: str) -> int:
 async def create_workflow_version(request: web.Request) -> web.Response:
     state = state_of(request)
     body = await read_json_object(request, state.settings.max_upload_bytes)
-    summary, created = await state.call(push_workflow, state.registry, body)
+    summary, created = await state.call(push_workflow, state.registry, body, state.settings.pool)
     return web.json_response(summary, status=201 if created else 200)
 
 

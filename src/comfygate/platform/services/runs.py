@@ -19,12 +19,14 @@ from comfygate.comfy_runtime import (
     ExposedInput,
     InputsInvalid,
     NodeRegistry,
+    UnknownNodeTypes,
     WorkflowInvalid,
     bind_inputs,
     validate_prompt,
 )
 from comfygate.platform.errors import Conflict, NotFound, OutputWithheld, Unprocessable
 from comfygate.platform.models import Run, RunOutput, RunStatus, Workflow, WorkflowVersion, new_id, utcnow
+from comfygate.platform.pools import PoolSchemas, schemas_for_pool
 from comfygate.platform.services import webhooks
 from comfygate.platform.services.uploads import (
     CheckedImage,
@@ -73,7 +75,12 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
     webhook_url = check_webhook_url(webhook)
     if not isinstance(raw_inputs, dict):
         raise Unprocessable("'inputs' must be an object of input name to value", details={"field": "inputs"})
-    exposed = exposed_inputs_of(registry, version)
+    # The schemas of the version's pool: its nodes may be ones only that pool's ComfyUI has.
+    pool = schemas_for_pool(session, registry, version.pool)
+    try:
+        exposed = exposed_inputs_of(pool.schemas, version)
+    except WorkflowInvalid as exc:
+        raise _pool_lacks(exc, pool) from exc
     known = {e.name for e in exposed}
     unknown_files = sorted(set(files) - known)
     if unknown_files:
@@ -101,8 +108,11 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
     try:
         # The graph as it will run: a node's own checks (e.g. a safe SaveImage.filename_prefix) apply to
         # values set per run too, so a bad one is refused here rather than failing in the worker.
-        validate_prompt(prompt, registry, skip_file_check={(e.node_id, e.input_name) for e in exposed
-                                                           if e.kind == "image"}).raise_for_node_errors()
+        validate_prompt(prompt, pool.schemas, hooks=pool.hooks,
+                        skip_file_check={(e.node_id, e.input_name) for e in exposed
+                                         if e.kind == "image"}).raise_for_node_errors()
+    except UnknownNodeTypes as exc:
+        raise _pool_lacks(exc, pool) from exc
     except WorkflowInvalid as exc:
         raise _node_checks_failed(exc, exposed) from exc
     # Stored only once every input is valid: a refused request leaves nothing behind.
@@ -115,6 +125,12 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
     session.add(run)
     session.flush()
     return run
+
+
+def _pool_lacks(exc: WorkflowInvalid, pool: PoolSchemas) -> Unprocessable:
+    """The pool's workers reported other nodes since the version was uploaded: not the caller's inputs."""
+    return Unprocessable(f"this workflow version cannot run on pool {pool.pool!r} as it reports its nodes now: "
+                         f"{exc}", details={**exc.to_dict(), "checked_against": pool.checked_against()})
 
 
 def _problem_text(problem: dict[str, Any]) -> str:

@@ -17,7 +17,10 @@ from comfygate.comfy_runtime import (
     ComfyRuntimeError,
     ExposedInput,
     LoadedWorkflow,
+    MissingModelFiles,
     NodeRegistry,
+    NodeSchemas,
+    UnknownNodeTypes,
     WorkflowFormatError,
     WorkflowInvalid,
     expose_inputs,
@@ -26,12 +29,16 @@ from comfygate.comfy_runtime import (
 )
 from comfygate.platform.errors import NotFound, Unprocessable
 from comfygate.platform.models import Workflow, WorkflowVersion, utcnow
+from comfygate.platform.pools import DEFAULT_POOL, PoolSchemas, check_pool_name, schemas_for_pool
 from comfygate.sentinel import Policy, PolicyInvalid
 
 __all__ = ["Analysed", "PushResult", "analyse", "push_version", "get_version", "list_workflows", "exposed_inputs_of",
-           "version_summary", "get_policy", "update_policy", "policy_to_dict", "WORKFLOW_NAME", "RaceLost"]
+           "version_summary", "get_policy", "update_policy", "policy_to_dict", "WORKFLOW_NAME", "RaceLost",
+           "DEFAULT_TIMEOUT_SECONDS", "MAX_TIMEOUT_SECONDS"]
 
 WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+DEFAULT_TIMEOUT_SECONDS = 600.0
+MAX_TIMEOUT_SECONDS = 86400
 
 
 class RaceLost(Exception):
@@ -42,11 +49,18 @@ class RaceLost(Exception):
 class PushResult:
     version: WorkflowVersion
     created: bool
+    checked_against: dict[str, Any]  # the pool's schemas, or this server's while the pool has not reported
 
 
-def _content_hash(graph: Mapping[str, Any], inputs_spec: Any, policy: Mapping[str, Any]) -> str:
-    canonical = json.dumps({"workflow": graph, "inputs": inputs_spec, "policy": policy},
-                           sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def _content_hash(graph: Mapping[str, Any], inputs_spec: Any, policy: Mapping[str, Any], pool: str,
+                  timeout_seconds: float) -> str:
+    content: dict[str, Any] = {"workflow": graph, "inputs": inputs_spec, "policy": policy}
+    # Only when not the defaults, so versions stored before pools and timeouts keep their hashes.
+    if pool != DEFAULT_POOL:
+        content["pool"] = pool
+    if timeout_seconds != DEFAULT_TIMEOUT_SECONDS:
+        content["timeout_seconds"] = timeout_seconds
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -57,6 +71,16 @@ def _check_name(name: Any) -> str:
             details={"field": "name", "value": name if isinstance(name, str) else None},
         )
     return name
+
+
+def _check_timeout(value: Any) -> float:
+    # bool is an int to Python, not a number of seconds; NaN fails the range test like any other bad value.
+    if value is None:
+        return DEFAULT_TIMEOUT_SECONDS
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 1 <= value <= MAX_TIMEOUT_SECONDS:
+        raise Unprocessable(f"timeout_seconds must be a number of seconds from 1 to {MAX_TIMEOUT_SECONDS}, "
+                            f"got {str(value)[:100]!r}", details={"field": "timeout_seconds"})
+    return float(value)
 
 
 def _check_inputs_spec(spec: Any) -> dict[str, dict[str, str]] | None:
@@ -84,21 +108,43 @@ class Analysed:
     policy: dict[str, Any]
 
 
-def analyse(registry: NodeRegistry, workflow: Any, inputs_spec: Any, policy: Any) -> Analysed:
-    """Read (converting UI format), validate and expose an upload's inputs; Unprocessable says what is wrong."""
+def _lacking(exc: UnknownNodeTypes | MissingModelFiles, checked: PoolSchemas) -> Unprocessable:
+    """The refusal of a workflow that needs what the pool lacks: every missing node type with its node ids,
+    and every model file its loaders do not list, with node, class type and input."""
+    types = ([{"class_type": t, "nodes": ids} for t, ids in sorted(exc.missing.items())]
+             if isinstance(exc, UnknownNodeTypes) else [])
+    files = exc.missing_models
+    parts = []
+    if types:
+        parts.append("node types " + ", ".join(f"{t['class_type']} (node {', '.join(t['nodes'])})" for t in types))
+    if files:
+        parts.append("model files " + ", ".join(f"{m['value']} (node {m['node']}, {m['class_type']}.{m['input']})"
+                                                for m in files))
+    where = f"pool {checked.pool!r}" if checked.reported else "this API server (the pool has not reported)"
+    return Unprocessable(f"workflow needs what {where} lacks: {'; '.join(parts)}",
+                         details={**exc.to_dict(), "missing": {"node_types": types, "model_files": files},
+                                  "checked_against": checked.checked_against()})
+
+
+def analyse(checked: PoolSchemas, workflow: Any, inputs_spec: Any, policy: Any) -> Analysed:
+    """Read (converting UI format with the pool's schemas), validate and expose an upload's inputs;
+    Unprocessable says what is wrong, and what the workflow was checked against."""
     spec = _check_inputs_spec(inputs_spec)
+    against = {"checked_against": checked.checked_against()}
     try:
         # Validate before exposing inputs, so a broken graph gets the validator's node_errors.
-        loaded = load_valid_workflow(workflow, registry)
-        exposed = expose_inputs(loaded.prompt, registry, spec)
+        loaded = load_valid_workflow(workflow, checked.schemas, hooks=checked.hooks)
+        exposed = expose_inputs(loaded.prompt, checked.schemas, spec)
     except WorkflowFormatError as exc:
-        raise Unprocessable(f"workflow: {exc}", details={"field": "workflow"}) from exc
+        raise Unprocessable(f"workflow: {exc}", details={"field": "workflow", **against}) from exc
+    except (UnknownNodeTypes, MissingModelFiles) as exc:
+        raise _lacking(exc, checked) from exc
     except WorkflowInvalid as exc:
         error = exc.error  # ComfyUI's message is generic; its details say where (node ids, inputs)
         message = f"{error['message'].rstrip('.')}: {error['details']}" if error["details"] else error["message"]
-        raise Unprocessable(message, details=exc.to_dict()) from exc
+        raise Unprocessable(message, details={**exc.to_dict(), **against}) from exc
     except ComfyRuntimeError as exc:
-        raise Unprocessable(str(exc), details={"field": "workflow"}) from exc
+        raise Unprocessable(str(exc), details={"field": "workflow", **against}) from exc
     normalised_policy = _normalised_policy(policy, {e.name for e in exposed}, unchecked=None)
     return Analysed(loaded, spec, exposed, normalised_policy)
 
@@ -132,11 +178,17 @@ def _schema_for(exposed: list[ExposedInput]) -> dict[str, Any]:
 
 
 def push_version(session: Session, registry: NodeRegistry, *, name: Any, workflow: Any,
-                 inputs_spec: Any = None, policy: Any = None) -> PushResult:
+                 inputs_spec: Any = None, policy: Any = None, pool: Any = None, timeout_seconds: Any = None,
+                 default_pool: str = DEFAULT_POOL) -> PushResult:
+    """Store the upload as a new version, or find the same one. ``pool`` None: ``default_pool`` (the API
+    server's own, so its embedded worker runs it). Checked against the pool's reported node schemas."""
     name = _check_name(name)
-    upload = analyse(registry, workflow, inputs_spec, policy)
+    pool_name = default_pool if pool is None else check_pool_name(pool)
+    timeout = _check_timeout(timeout_seconds)
+    checked = schemas_for_pool(session, registry, pool_name)
+    upload = analyse(checked, workflow, inputs_spec, policy)
     graph = upload.workflow.prompt
-    digest = _content_hash(graph, upload.inputs_spec, upload.policy)
+    digest = _content_hash(graph, upload.inputs_spec, upload.policy, pool_name, timeout)
 
     wf = session.scalars(select(Workflow).where(Workflow.name == name)).one_or_none()
     if wf is None:
@@ -151,21 +203,21 @@ def push_version(session: Session, registry: NodeRegistry, *, name: Any, workflo
                                       WorkflowVersion.content_hash == digest)
     ).one_or_none()
     if existing is not None:
-        return PushResult(existing, created=False)
+        return PushResult(existing, created=False, checked_against=checked.checked_against())
 
     number = (session.scalar(select(func.max(WorkflowVersion.number))
                              .where(WorkflowVersion.workflow_id == wf.id)) or 0) + 1
     version = WorkflowVersion(workflow=wf, number=number, content_hash=digest, graph=graph,
                               source_format=upload.workflow.source_format, source=upload.workflow.document,
                               inputs_spec=upload.inputs_spec, input_schema=_schema_for(upload.exposed),
-                              policy=upload.policy)
+                              policy=upload.policy, pool=pool_name, timeout_seconds=timeout)
     session.add(version)
     try:
         session.flush()
     except IntegrityError as exc:
         # Two uploads raced for the same number; the caller retries the whole unit of work.
         raise RaceLost(name) from exc
-    return PushResult(version, created=True)
+    return PushResult(version, created=True, checked_against=checked.checked_against())
 
 
 def get_version(session: Session, name: str, number: int | None = None) -> WorkflowVersion:
@@ -192,8 +244,9 @@ def list_workflows(session: Session) -> list[dict[str, Any]]:
     return [{"workflow": n, "latest_version": v, "url": f"/v1/workflows/{n}"} for n, v, _ in rows]
 
 
-def exposed_inputs_of(registry: NodeRegistry, version: WorkflowVersion) -> list[ExposedInput]:
-    return expose_inputs(version.graph, registry, version.inputs_spec)
+def exposed_inputs_of(source: NodeRegistry | NodeSchemas, version: WorkflowVersion) -> list[ExposedInput]:
+    """The version's exposed inputs, read with ``source``: the schemas of the version's pool."""
+    return expose_inputs(version.graph, source, version.inputs_spec)
 
 
 def version_summary(version: WorkflowVersion) -> dict[str, Any]:
@@ -207,8 +260,14 @@ def version_summary(version: WorkflowVersion) -> dict[str, Any]:
         "policy_revision": version.policy_revision,
         "policy_url": f"/v1/workflows/{name}/versions/{version.number}/policy",
         "source_format": version.source_format,
+        "pool": version.pool,  # None: uploaded before pools, runs on the API server's pool
+        "timeout_seconds": _seconds(version.timeout_seconds),
         "created_at": version.created_at.isoformat() + "Z",
     }
+
+
+def _seconds(value: float) -> float | int:
+    return int(value) if float(value).is_integer() else value
 
 
 def policy_to_dict(version: WorkflowVersion) -> dict[str, Any]:
