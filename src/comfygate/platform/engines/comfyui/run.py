@@ -1,0 +1,336 @@
+"""One job on ComfyUI: upload its input files, submit the prompt, follow it to its end, collect the outputs,
+then remove what it left in ComfyUI (uploads, output and temp files, the history entry).
+
+Following does not trust the websocket alone: a socket can drop (nothing is replayed after a reconnect) or go
+quiet (ComfyUI unregistered it), so /queue and /history are polled too, often while the socket is down.
+
+A cached rerun: ComfyUI answers a prompt it has run before from its cache, and an output node then reports the
+*earlier* run's file without writing a new one. Those files were deleted after that run, or, since save nodes
+number files from the highest one left, a newer run may have written another image under the same name. So
+when an output node that lists output files was answered from the cache, the run empties ComfyUI's cache
+(POST /free {"free_memory": true}: ComfyUI's worker resets its node cache before it takes the next prompt) and
+submits the prompt again, at most twice (the reset can race a prompt already on its way to the worker). The
+cost, paid only by identical reruns: loaders run again, since models live as long as the cache holds them.
+Changing the graph to defeat the cache would change what runs, so it is not done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import re
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from comfygate.comfy_runtime import NodeExecutionError
+
+from ..base import (
+    EngineJob,
+    EngineResult,
+    EngineUnavailable,
+    OutOfMemory,
+    RunInterrupted,
+    is_out_of_memory_type,
+)
+from .client import SOCKET, HTTPStatusError, Unreachable
+from .follow import PromptFollower
+from .outputs import fetch_outputs, file_refs, written_files
+from .prompt import rejected, upload_inputs
+
+if TYPE_CHECKING:
+    from .engine import ComfyUIEngine
+
+__all__ = ["PromptRun", "prompt_id_for"]
+
+log = logging.getLogger(__name__)
+
+POLL_SOCKET_UP = 2.0  # poll /queue and /history this often while the socket is open (it may have gone quiet)
+POLL_SOCKET_DOWN = 0.5  # ... while it is down, while stopping, or while the prompt seems missing
+STOP_GRACE = 5.0  # ComfyUI confirms a stop within this long, else the job stops waiting for it
+HISTORY_WAIT = 5.0  # the history entry may come a little after the end frame
+LOST_AFTER = 5.0  # in neither queue nor history this long: ComfyUI lost it (it restarted; history is in memory)
+RERUNS = 2  # submissions more after a cached answer whose files cannot be trusted
+
+
+def prompt_id_for(job: EngineJob) -> str:
+    """The ComfyUI prompt id of a generation: its run and label, safe as a folder name."""
+    raw = f"{job.run_id}-{job.label}" if job.label else job.run_id
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", raw).lstrip(".") or "run"
+
+
+@dataclass
+class _Watch:
+    """What the polls of one prompt found so far."""
+
+    next_poll: float
+    unreachable_since: float | None = None
+    missing_since: float | None = None
+    quiet_polls: int = 0  # polls that found it running while no frame of it came
+
+
+@dataclass
+class Submission:
+    prompt_id: str
+    follower: PromptFollower
+    entry: dict[str, Any] | None = None  # the history entry, once it ended
+
+    def ui_outputs(self) -> dict[str, Any]:
+        entry_outputs = (self.entry or {}).get("outputs")
+        return entry_outputs if isinstance(entry_outputs, dict) else dict(self.follower.executed)
+
+
+class PromptRun:
+    def __init__(self, engine: ComfyUIEngine, job: EngineJob) -> None:
+        self.engine = engine
+        self.client = engine.client
+        self.job = job
+        self.base_id = prompt_id_for(job)
+        self.submissions: list[Submission] = []
+        self.stop: tuple[str, float] | None = None  # (reason, when it was asked)
+        self.upload_folder: str | None = None
+        self.posted_at: float | None = None
+
+    def execute(self) -> EngineResult:
+        try:
+            if self.job.input_files:
+                self.upload_folder = f"comfygate/{self.base_id}"
+            prompt = upload_inputs(self.client, self.job.prompt, self.job.input_files, self.upload_folder)
+            for attempt in range(RERUNS + 1):
+                run = self._submit_and_follow(prompt, self.base_id if attempt == 0 else f"{self.base_id}-r{attempt}")
+                self._raise_for_ending(run)
+                stale = self._cached_file_nodes(run)
+                if not stale:
+                    break
+                if attempt < RERUNS:
+                    log.info("ComfyUI answered prompt %s from its cache (nodes %s); freeing the cache and running "
+                             "it again", run.prompt_id, ", ".join(stale))
+                    self.client.call("POST", "/free", json={"unload_models": False, "free_memory": True})
+                else:
+                    log.warning("ComfyUI answered prompt %s from its cache again; using the files it names",
+                                run.prompt_id)
+            outputs = fetch_outputs(self.client, run.ui_outputs(), run.follower.executed, prompt)
+            return EngineResult(outputs, execute_ms=(time.monotonic() - self.posted_at) * 1000,
+                                node_ms=dict(run.follower.node_ms), cached_nodes=list(run.follower.cached))
+        except (Unreachable, HTTPStatusError) as exc:  # an error status here: ComfyUI is not itself
+            raise EngineUnavailable(str(exc)) from exc
+        finally:
+            self._clean_up()
+
+    # -- submit and follow ---------------------------------------------------------------------------------------
+
+    def _submit_and_follow(self, prompt: dict[str, Any], prompt_id: str) -> Submission:
+        run = Submission(prompt_id, PromptFollower(self.job.run_id, self.job.emit))
+        frames = self.client.subscribe(prompt_id)  # before the POST: frames can come before its answer
+        try:
+            self.engine.wait_connected()  # ComfyUI sends frames only to the submitter's open socket
+            while not frames.empty():  # socket markers from before the POST say nothing about this prompt
+                frames.get_nowait()
+            generation = self.engine.generation()
+            self.submissions.append(run)
+            self._submit(prompt, prompt_id)
+            try:
+                run.entry = self._follow(run, frames, generation)
+            except BaseException:
+                if self.stop is None:  # the job gives up on it (or failed itself): ComfyUI should too
+                    with contextlib.suppress(Unreachable, HTTPStatusError):
+                        self._send_stop(prompt_id)
+                raise
+        finally:
+            self.client.unsubscribe(prompt_id)
+        return run
+
+    def _submit(self, prompt: dict[str, Any], prompt_id: str) -> None:
+        body = {"prompt": prompt, "client_id": self.client.client_id, "prompt_id": prompt_id}
+        try:
+            answer = self.client.call("POST", "/prompt", json=body, timeout=120)
+        except HTTPStatusError as exc:
+            raise rejected(exc) from None
+        if self.posted_at is None:
+            self.posted_at = time.monotonic()
+        if isinstance(answer, dict) and answer.get("node_errors"):
+            log.warning("ComfyUI runs prompt %s without its invalid output branches: %s", prompt_id,
+                        answer["node_errors"])
+
+    def _follow(self, run: Submission, frames: queue.Queue, generation: int) -> dict[str, Any] | None:
+        """Feeds frames to the follower until the prompt ends, polling ComfyUI now and then; returns its
+        history entry (None when it has none: deleted from the queue on a stop, or the entry never came)."""
+        watch = _Watch(next_poll=time.monotonic() + POLL_SOCKET_UP)
+        while True:
+            try:
+                message = frames.get(timeout=0.1)  # also the pace of the stop check
+            except queue.Empty:
+                message = None
+            now = time.monotonic()
+            if message is not None and message["type"] == SOCKET:
+                watch.next_poll = now  # dropped or reopened: what happened meanwhile is only in /queue, /history
+            elif message is not None:
+                run.follower.feed(message)
+            if run.follower.ended:
+                entry = self._history_after_end(run.prompt_id, frames)
+                if entry is not None:  # fills in frames lost while the socket was down
+                    run.follower.apply_history(entry)
+                return entry
+            self.engine.check_alive(generation)
+            self._check_stop(run.prompt_id, now)
+            if now >= watch.next_poll and frames.empty():  # frames first: a poll must not overtake them
+                ended, entry = self._poll(run, watch, now)
+                if ended:
+                    self._settle(run, frames)
+                    if entry is not None:
+                        run.follower.apply_history(entry)
+                    return entry
+
+    def _poll(self, run: Submission, watch: _Watch, now: float) -> tuple[bool, dict[str, Any] | None]:
+        """(ended, history entry) from /queue and /history; raises EngineUnavailable when ComfyUI stays
+        unreachable or lost the prompt."""
+        prompt_id = run.prompt_id
+        quick = self.stop or watch.missing_since or not self.client.connected.is_set()
+        watch.next_poll = now + (POLL_SOCKET_DOWN if quick else POLL_SOCKET_UP)
+        try:
+            state = self._prompt_state(prompt_id)
+        except Unreachable as exc:
+            watch.unreachable_since = watch.unreachable_since or now
+            if now - watch.unreachable_since >= self.engine.unreachable_grace:
+                raise EngineUnavailable(f"ComfyUI at {self.engine.url} unreachable for "
+                                        f"{now - watch.unreachable_since:.0f} s while running prompt {prompt_id}: "
+                                        f"{exc}") from exc
+            return False, None
+        watch.unreachable_since = None
+        self._check_socket_heard(run, state, watch)
+        if isinstance(state, dict):
+            return True, state
+        if state is not None:
+            watch.missing_since = None
+            return False, None
+        if self.stop is not None:
+            return True, None  # deleted from the queue on our request: it will never run
+        watch.missing_since = watch.missing_since or now
+        if now - watch.missing_since >= LOST_AFTER:
+            raise EngineUnavailable(f"ComfyUI at {self.engine.url} lost prompt {prompt_id}: it is in neither "
+                                    "its queue nor its history (did it restart?)")
+        return False, None
+
+    def _check_socket_heard(self, run: Submission, state: str | dict[str, Any] | None, watch: _Watch) -> None:
+        """ComfyUI has been running the prompt for two polls, yet none of its frames came over the open socket:
+        ComfyUI no longer sends to that socket (recording 13), so it is replaced."""
+        if run.follower.heard or state != "running" or not self.client.connected.is_set():
+            watch.quiet_polls = 0
+            return
+        watch.quiet_polls += 1
+        if watch.quiet_polls >= 2:  # at the first, its first frames may still be on their way
+            self._replace_socket(run.prompt_id)
+            watch.quiet_polls = 0
+
+    def _settle(self, run: Submission, frames: queue.Queue) -> None:
+        """After a poll found the prompt ended: takes its frames still on their way (up to the end frame), so
+        its events are complete. None at all over an open socket means ComfyUI no longer sends to it, so it is
+        replaced for the next prompts."""
+        if not self.client.connected.is_set():
+            return
+        deadline = time.monotonic() + 0.5
+        while not run.follower.ended and (left := deadline - time.monotonic()) > 0:
+            try:
+                message = frames.get(timeout=left)
+            except queue.Empty:
+                break
+            if message["type"] != SOCKET:
+                run.follower.feed(message)
+        if not run.follower.heard:
+            self._replace_socket(run.prompt_id)
+
+    def _replace_socket(self, prompt_id: str) -> None:
+        log.warning("no frames for ComfyUI prompt %s over an open websocket; opening a new one", prompt_id)
+        self.client.reconnect()
+
+    def _prompt_state(self, prompt_id: str) -> str | dict[str, Any] | None:
+        """"running"/"pending", its history entry, or None. The queue is asked first: ComfyUI writes the
+        history entry before it takes a prompt off the queue, so nothing finishes unseen between the two."""
+        return self.client.queue_state(prompt_id) or self.client.history(prompt_id)
+
+    def _history_after_end(self, prompt_id: str, frames: queue.Queue) -> dict[str, Any] | None:
+        deadline, pause = time.monotonic() + HISTORY_WAIT, 0.01
+        while True:
+            entry = self.client.history(prompt_id)
+            if entry:
+                return entry
+            if time.monotonic() >= deadline:
+                log.warning("ComfyUI has no history for prompt %s %g s after it ended; using its frames",
+                            prompt_id, HISTORY_WAIT)
+                return None
+            with contextlib.suppress(queue.Empty):  # nothing more comes for an ended prompt: this paces polls
+                frames.get(timeout=pause)
+            pause = min(pause * 2, 0.25)
+
+    # -- stopping ------------------------------------------------------------------------------------------------
+
+    def _check_stop(self, prompt_id: str, now: float) -> None:
+        if self.stop is None:
+            reason = self.job.stop_reason()
+            if reason is None:
+                return
+            self.stop = (reason, now)
+            log.info("stopping ComfyUI prompt %s (%s)", prompt_id, reason)
+            try:
+                self._send_stop(prompt_id)
+            except (Unreachable, HTTPStatusError) as exc:
+                log.warning("could not stop ComfyUI prompt %s: %s", prompt_id, exc)
+        elif now - self.stop[1] >= STOP_GRACE:
+            log.warning("ComfyUI did not confirm stopping prompt %s within %g s; leaving it", prompt_id,
+                        STOP_GRACE)
+            raise RunInterrupted(self.stop[0], None, f"run {self.stop[0]}; ComfyUI did not confirm the stop")
+
+    def _send_stop(self, prompt_id: str) -> None:
+        state = self.client.queue_state(prompt_id)
+        if state == "pending":
+            self.client.call("POST", "/queue", json={"delete": [prompt_id]})
+            state = self.client.queue_state(prompt_id)  # it may have started meanwhile
+        if state == "running":
+            self.client.call("POST", "/interrupt", json={"prompt_id": prompt_id})
+
+    # -- the end -------------------------------------------------------------------------------------------------
+
+    def _raise_for_ending(self, run: Submission) -> None:
+        """The typed error of a prompt that failed or was stopped; nothing for one that succeeded."""
+        follower = run.follower
+        if follower.error is not None:
+            error = follower.error
+            exception_type = str(error.get("exception_type") or "")
+            message = str(error.get("exception_message") or "").rstrip()
+            kind = OutOfMemory if is_out_of_memory_type(exception_type, message) else NodeExecutionError
+            raise kind(str(error.get("node_id")), str(error.get("node_type") or ""), message, exception_type,
+                       traceback="".join(error.get("traceback") or ()))
+        status = ((run.entry or {}).get("status") or {}).get("status_str")
+        stopped = self.stop is not None and (run.entry is None or status != "success")
+        if follower.interrupted is not None or stopped:
+            if self.stop is None:
+                log.warning("ComfyUI prompt %s was interrupted by someone else", run.prompt_id)
+            reason = self.stop[0] if self.stop else "canceled"
+            raise RunInterrupted(reason, (follower.interrupted or {}).get("node_id"))
+
+    def _cached_file_nodes(self, run: Submission) -> list[str]:
+        return [node for node, ui in run.ui_outputs().items()
+                if node in run.follower.cached and isinstance(ui, dict)
+                and any(ref.type == "output" for ref in file_refs(node, ui))]
+
+    def _clean_up(self) -> None:
+        """Deletes what the job's prompts wrote (not files a cached node re-reported: an earlier prompt's),
+        their uploads and their history entries; best effort, after success or failure alike."""
+        dirs = self.engine.dirs
+        written = [ref for run in self.submissions
+                   for ref in written_files({**run.follower.executed, **run.ui_outputs()}, run.follower.cached)]
+        if dirs is None:
+            if written or self.upload_folder:
+                self.engine.warn_files_left()
+        else:
+            for ref in written:
+                dirs.delete_file(ref.type, ref.subfolder, ref.filename)
+            if self.upload_folder:
+                dirs.delete_tree("input", self.upload_folder)
+        if self.submissions:
+            try:
+                self.client.call("POST", "/history", json={"delete": [run.prompt_id for run in self.submissions]})
+            except (Unreachable, HTTPStatusError) as exc:
+                log.warning("could not delete ComfyUI's history of %s: %s", self.base_id, exc)
+
