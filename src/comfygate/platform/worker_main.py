@@ -12,6 +12,7 @@ from celery.signals import worker_ready
 
 from comfygate.platform.celery_app import create_celery
 from comfygate.platform.dispatch import Dispatcher
+from comfygate.platform.pools import CapabilityReporter
 from comfygate.platform.tasks import register_tasks
 from comfygate.platform.worker import RunProcessor
 from comfygate.platform.worker_health import WorkerHealth
@@ -51,9 +52,20 @@ def run_worker(settings: Settings, concurrency: int, preload: Sequence[str] = ()
 
     # weak=False: the closure would otherwise be collected before Celery sends the signal.
     worker_ready.connect(consuming, weak=False)
+    # Uploads for this pool are checked against what this worker's engine offers: its node schemas and model
+    # files, published now and whenever they change.
+    # The first report is made before taking runs, so an upload right after "ready" is checked against it.
+    reporter = CapabilityReporter(processor.sessions, settings.pool, processor.engine.name, processor.name,
+                                  processor.engine.capabilities, settings.capabilities_seconds)
+    try:
+        reporter.report_once()
+    except Exception as exc:  # the thread below tries again; a worker that cannot report still runs
+        log.warning("could not report the capabilities of pool %s: %s: %s", settings.pool, type(exc).__name__, exc)
+    reporter.start()
     try:
         _consume(app, settings, concurrency)
     finally:
+        reporter.stop()
         processor.close()  # a supervised ComfyUI stops with its worker
     return 0
 

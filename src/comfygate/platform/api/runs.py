@@ -57,17 +57,17 @@ def _create_and_dispatch(state: AppState, run_id: str, name: str, number: int | 
     return {"id": run_id, "status": RunStatus.QUEUED, "url": run_service.run_url(run_id)}
 
 
-def _run_if_ended(session: Session, run_id: str) -> dict[str, Any] | None:
+def _run_if_ended(session: Session, run_id: str, admin: bool) -> dict[str, Any] | None:
     run = run_service.get_run(session, run_id)
-    return run_service.run_to_dict(run) if run.status in RunStatus.TERMINAL else None
+    return run_service.run_to_dict(run, admin=admin) if run.status in RunStatus.TERMINAL else None
 
 
-async def _wait_for_end(state: AppState, run_id: str, seconds: float,
+async def _wait_for_end(state: AppState, run_id: str, seconds: float, admin: bool,
                         expected: asyncio.Future[None] | None = None) -> dict[str, Any] | None:
     ended: dict[str, Any] = {}
 
     async def has_ended() -> bool:
-        body = await state.call(_run_if_ended, run_id)
+        body = await state.call(_run_if_ended, run_id, admin)
         if body is not None:
             ended["run"] = body
         return body is not None
@@ -89,7 +89,7 @@ async def _start_run(request: web.Request, number: int | None) -> web.Response:
         accepted = await state.in_thread(_create_and_dispatch, state, run_id, request.match_info["name"],
                                          number, body, caller.api_key_id)
         if expected is not None:
-            finished = await _wait_for_end(state, run_id, wait, expected)
+            finished = await _wait_for_end(state, run_id, wait, caller.is_admin, expected)
             if finished is not None:
                 return web.json_response(finished, status=200)
     finally:
@@ -118,7 +118,7 @@ async def get_run(request: web.Request) -> web.Response:
     run_id = request.match_info["run_id"]
     wait = _wait_seconds(request)
     if wait > 0:
-        finished = await _wait_for_end(state, run_id, wait)
+        finished = await _wait_for_end(state, run_id, wait, request[CALLER].is_admin)
         if finished is not None:
             return web.json_response(finished)
     return web.json_response(await state.call(_run_body, run_id, request[CALLER].is_admin))

@@ -371,17 +371,18 @@ def cancel_requested(session: Session, run_id: str) -> bool:
     return bool(session.scalar(select(Run.cancel_requested).where(Run.id == run_id)))
 
 
-def give_back(session: Session, run_id: str, attempt: int, max_attempts: int, reason: str) -> int | None:
-    """The worker's engine died under the run: queue it again as the next attempt (the new attempt number), or
-    fail it when ``max_attempts`` are used up (None). Either way the run is not lost and not stuck."""
-    if attempt < max_attempts:
-        requeued = session.execute(update(Run).where(_owned(run_id, attempt)).values(
-            status=RunStatus.QUEUED, attempt=attempt + 1, worker=None, heartbeat_at=None, started_at=None,
-            progress=None, dispatched_at=utcnow())).rowcount
-        return attempt + 1 if requeued else None
-    fail_run(session, run_id, attempt, RunStatus.FAILED,
-             {"message": f"{reason}; giving up after {attempt} attempts", "type": "engine_unavailable"})
-    return None
+def give_back(session: Session, run_id: str, attempt: int, max_attempts: int, reason: str) -> str | None:
+    """The worker's engine died under the run: queue it again as attempt ``attempt + 1`` (returns "queued"),
+    or fail it once ``max_attempts`` are used up ("failed"); None when the run is no longer ours. Either way
+    the run is not lost and not stuck."""
+    if attempt >= max_attempts:
+        failed = fail_run(session, run_id, attempt, RunStatus.FAILED,
+                          {"message": f"{reason}; giving up after {attempt} attempts", "type": "engine_unavailable"})
+        return RunStatus.FAILED if failed else None
+    requeued = session.execute(update(Run).where(_owned(run_id, attempt)).values(
+        status=RunStatus.QUEUED, attempt=attempt + 1, worker=None, heartbeat_at=None, started_at=None,
+        progress=None, dispatched_at=utcnow())).rowcount
+    return RunStatus.QUEUED if requeued else None
 
 
 @dataclass(frozen=True)

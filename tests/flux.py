@@ -10,7 +10,7 @@ from typing import Any
 
 from comfygate.platform.engines import Capabilities
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "comfyui-0.3.64-object_info.json"
+REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "comfyui-0.3.64-object_info.json"
 
 UNET, T5, CLIP_L, VAE = "flux1-dev.safetensors", "t5xxl_fp16.safetensors", "clip_l.safetensors", "ae.safetensors"
 MODELS = {"diffusion_models": [UNET], "text_encoders": [CLIP_L, T5], "vae": [VAE]}
