@@ -108,7 +108,7 @@ def test_a_trivial_run_returns_its_png_and_leaves_nothing_in_comfyui(engine, sha
     assert (output.width, output.height) == (64, 64)
     assert Image.open(io.BytesIO(output.data)).convert("RGB").getpixel((0, 0)) == (255, 0, 0)
     assert output.filename.startswith("cg_") and output.filename.endswith("_.png")
-    assert result.execute_ms > 0 and result.cached_nodes == []
+    assert result.execute_ms > 0 and result.cached_nodes == [] and set(result.node_ms) == {"1", "2"}
     assert {"execution_start", "executing", "executed", "execution_success"} <= {e["type"] for e in events.events}
     assert_nothing_left(shared_standin, engine)
 
@@ -247,6 +247,7 @@ def test_a_cached_rerun_runs_again_and_returns_the_image(engine, shared_standin)
     first = engine.run(job(trivial(color=0x123456)))
     second = engine.run(job(trivial(color=0x123456)))  # ComfyUI would answer from its cache, naming a gone file
     assert second.outputs[0].data and second.outputs[0].content_type == "image/png"
+    assert "2" not in second.cached_nodes  # the output node ran again
     assert (Image.open(io.BytesIO(second.outputs[0].data)).convert("RGB").tobytes()
             == Image.open(io.BytesIO(first.outputs[0].data)).convert("RGB").tobytes())
     assert_nothing_left(shared_standin, engine)
@@ -381,14 +382,17 @@ def test_a_supervised_comfyui_is_restarted_and_a_run_it_lost_is_handed_back(tmp_
         events = Events(lambda: os.kill(first_pid, signal.SIGKILL))
         with pytest.raises(EngineUnavailable):
             engine.run(job(slow(5.0), on_event=events))
-        assert supervisor._ready.wait(120) and engine.client.connected.wait(30)  # restarted, after 1 s
+        assert supervisor.wait_ready(120) and engine.client.connected.wait(30)  # restarted, after 1 s
         assert engine.is_ready() and supervisor.pid != first_pid
         result = engine.run(job(trivial(color=0x102030)))
         assert [o.content_type for o in result.outputs] == ["image/png"]
         assert list((install / "output").rglob("*.png")) == []
+        second_pid = supervisor.pid
     finally:
         engine.close()
-    assert supervisor._process.poll() is not None and not engine.is_ready()
+    assert not engine.is_ready()
+    with pytest.raises(ProcessLookupError):  # stopped and reaped
+        os.kill(second_pid, 0)
 
 
 def test_a_supervised_comfyui_that_cannot_start_fails_with_its_output(tmp_path):

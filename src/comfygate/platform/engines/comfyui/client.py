@@ -222,16 +222,16 @@ class ComfyClient:
             raise HTTPStatusError(method, path, status, parsed)
         return parsed
 
-    def queue_state(self, prompt_id: str) -> str | None:
+    def queue_state(self, prompt_id: str, timeout: float = 10.0) -> str | None:
         """"running", "pending" or None (not in ComfyUI's queue)."""
-        state = self.call("GET", "/queue")
+        state = self.call("GET", "/queue", timeout=timeout)
         for kind, items in (("running", state.get("queue_running")), ("pending", state.get("queue_pending"))):
             if any(len(item) > 1 and item[1] == prompt_id for item in items or ()):
                 return kind
         return None
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
-        return (self.call("GET", f"/history/{prompt_id}") or {}).get(prompt_id)
+        return (self.call("GET", f"/history/{prompt_id}", timeout=10) or {}).get(prompt_id)
 
     def upload_image(self, filename: str, data: bytes, subfolder: str) -> dict[str, Any]:
         form = aiohttp.FormData()

@@ -282,12 +282,13 @@ class PromptRun:
             raise RunInterrupted(self.stop[0], None, f"run {self.stop[0]}; ComfyUI did not confirm the stop")
 
     def _send_stop(self, prompt_id: str) -> None:
-        state = self.client.queue_state(prompt_id)
+        """Takes a pending prompt off the queue, interrupts a running one (short timeouts: a stop is bounded)."""
+        state = self.client.queue_state(prompt_id, timeout=2)
         if state == "pending":
-            self.client.call("POST", "/queue", json={"delete": [prompt_id]})
-            state = self.client.queue_state(prompt_id)  # it may have started meanwhile
+            self.client.call("POST", "/queue", json={"delete": [prompt_id]}, timeout=2)
+            state = self.client.queue_state(prompt_id, timeout=2)  # it may have started meanwhile
         if state == "running":
-            self.client.call("POST", "/interrupt", json={"prompt_id": prompt_id})
+            self.client.call("POST", "/interrupt", json={"prompt_id": prompt_id}, timeout=2)
 
     # -- the end -------------------------------------------------------------------------------------------------
 

@@ -65,6 +65,10 @@ class Supervisor:
     def is_ready(self) -> bool:
         return self._ready.is_set()
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Whether ComfyUI answers within ``timeout`` seconds (e.g. after a restart)."""
+        return self._ready.wait(timeout)
+
     def start(self) -> None:
         """Starts ComfyUI and blocks until it answers; raises StartFailed. Then watches it."""
         if not (self.install / "main.py").is_file():
