@@ -24,7 +24,7 @@ import requests
 from e2e_support import Stack, b64, gradient_png
 from PIL import Image
 
-from comfyui_standin import make_install
+from comfyui_standin import make_install, start_standin
 from deployment import free_port, wait_for
 from flux import FLUX_ONLY_NODES, UNET, flux_prompt, reference_object_info
 
@@ -240,6 +240,29 @@ def test_a_dropped_websocket_loses_no_result(comfy: ComfyStack) -> None:
     assert len(run["outputs"]) == 1
 
 
+def test_an_attached_comfyui_that_stops_answering_sends_the_run_to_another_worker(comfy: ComfyStack,
+                                                                                   tmp_path: Path) -> None:
+    stack = comfy.stack
+    servers = [start_standin(tmp_path / f"attached-{i}") for i in range(2)]
+    try:
+        for server in servers:  # attached: nobody restarts these
+            stack.deployment.start_worker("--engine", "comfyui", "--comfyui-url", server.url, "--comfyui-dir",
+                                          str(server.base_dir), "--pool", "attached", timeout=120)
+        stack.push_ok("slow-attached", slow(), SLOW_INPUTS, policy=LENIENT_POLICY, pool="attached")
+        run_id = stack.submit("slow-attached", {"seconds": 2.0})
+        wait_progress(stack, run_id)
+        running = [s for s in servers if requests.get(s.url + "/queue", timeout=5).json()["queue_running"]]
+        assert len(running) == 1
+        running[0].kill()
+
+        run = stack.wait_status(run_id, timeout=90)
+        assert run["status"] == "succeeded", stack.explain(run)
+        assert run["attempt"] == 2
+    finally:
+        for server in servers:
+            server.stop()
+
+
 def oom_workflow(mode: str) -> dict[str, Any]:
     return {
         "1": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": 0x1E3A5F}},
@@ -299,3 +322,21 @@ def test_flux_workflow_is_refused_for_a_pool_without_its_nodes_and_accepted_for_
     elsewhere = stack.push("flux-elsewhere", flux_prompt())
     assert elsewhere.status_code == 422, elsewhere.text
     assert elsewhere.json()["error"]["details"]["checked_against"]["source"] == "pool"
+
+
+def test_a_worker_killed_with_sigkill_leaves_no_comfyui_behind(comfy: ComfyStack, tmp_path: Path) -> None:
+    stack = comfy.stack
+    install = make_install(tmp_path / "orphan-comfyui")
+    worker_pid, health_port = start_comfyui_worker(stack, install, "--pool", "orphan")
+    doomed = ComfyStack(stack, install, health_port, worker_pid)
+    child = doomed.comfyui_pid()
+    worker = next(w for w in stack.deployment.workers if w.pid == worker_pid)
+    stack.deployment.kill(worker)  # no cleanup runs: as in a crash or the OOM killer
+
+    def gone() -> bool:
+        try:
+            return Path(f"/proc/{child}/stat").read_text().split()[2] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_for(gone, 10, "the orphaned ComfyUI to be killed with its worker")
