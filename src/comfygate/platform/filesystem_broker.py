@@ -4,6 +4,10 @@ The stock transport creates the message file under its final name and then write
 consumer can pick up an empty or half-written file, fail to decode it and crash the worker (the run then
 waits for the watchdog). Here a message is written under a name the consumer ignores and renamed into
 place: a rename within one folder is atomic, so the consumer sees whole messages or none.
+
+The exchange tables (which queue an exchange routes to) had the same flaw: the stock bind creates the table
+file empty and fills it afterwards, so a sender binding at the same moment could read it empty or truncate
+it. Here a new table appears whole (hard-linked into place) and an existing one is updated under its lock.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Any
 
 from kombu.exceptions import ChannelError
 from kombu.transport import filesystem
-from kombu.utils.encoding import str_to_bytes
-from kombu.utils.json import dumps
+from kombu.utils.encoding import bytes_to_str, str_to_bytes
+from kombu.utils.json import dumps, loads
 
 __all__ = ["Transport", "TRANSPORT_PATH"]
 
@@ -36,6 +40,42 @@ class Channel(filesystem.Channel):
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"cannot add message {name!r} to {self.data_folder_out!r}") from exc
+
+
+    def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
+        table = self._exchange_file(exchange)
+        self.control_folder.mkdir(parents=True, exist_ok=True)
+        entry = list(filesystem.exchange_queue_t(routing_key or "", pattern or "", queue or ""))
+        try:
+            if self._create_table(table, entry):
+                return
+            with open(table, "r+b", buffering=0) as handle:
+                filesystem.lock(handle, filesystem.LOCK_EX)
+                try:
+                    entries = loads(bytes_to_str(handle.read()))
+                    if entry not in entries:
+                        entries.insert(0, entry)
+                        handle.seek(0)
+                        handle.truncate()
+                        handle.write(str_to_bytes(dumps(entries)))
+                finally:
+                    filesystem.unlock(handle)
+        except OSError as exc:
+            raise ChannelError(f"cannot bind queue {queue!r} in {table}") from exc
+
+    @staticmethod
+    def _create_table(table: os.PathLike[str], entry: list[str]) -> bool:
+        """Put a table holding only ``entry`` in place unless one exists; True when this call made it."""
+        partial = f"{table}.{uuid.uuid4().hex}.part"
+        with open(partial, "wb") as handle:
+            handle.write(str_to_bytes(dumps([entry])))
+        try:
+            os.link(partial, table)  # fails when the table exists: creation is atomic and never overwrites
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(partial)
 
 
 class Transport(filesystem.Transport):
