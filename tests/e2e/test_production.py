@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import io
+import time
 from typing import Any
 
 import pytest
@@ -137,7 +138,7 @@ def test_invalid_workflow_gets_node_errors(stack: Stack, workflow: dict[str, Any
 def test_unknown_node_and_malformed_uploads_are_client_errors(stack: Stack) -> None:
     unknown = _card_with(**{"5": {"class_type": "KSamplerTurbo", "inputs": {"value": 1}}})
     error = assert_error(stack.push("broken", unknown), 422)
-    assert "KSamplerTurbo" in error["message"] and "#5" in error["message"], error
+    assert "KSamplerTurbo" in error["message"] and "node 5" in error["message"], error
 
     for not_nodes in ([1, 2, 3], {"1": "EmptyImage"}, "EmptyImage", {"1": {"inputs": {}}}):
         error = assert_error(stack.push("broken", not_nodes), 422)
@@ -404,10 +405,14 @@ def test_cancel_a_queued_and_a_running_run(stack: Stack) -> None:
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["status"] == "canceled"
 
+    asked = time.monotonic()
     requested = stack.post(f"/v1/runs/{running_id}/cancel", {})
     assert requested.status_code in (200, 202), requested.text
     run = stack.wait_status(running_id, timeout=20)
+    took = time.monotonic() - asked
     assert run["status"] == "canceled", stack.explain(run)
+    assert took < 2.0, f"the built-in engine took {took:.2f} s to stop a canceled run"
+    assert run["engine"] == "builtin"
     assert "cancel" in run["error"]["message"]
     assert run["outputs"] == []
     assert run["error"].get("node_id") == "5", run["error"]  # stopped inside SlowPassImage, not after it
@@ -418,3 +423,16 @@ def test_cancel_a_queued_and_a_running_run(stack: Stack) -> None:
     assert after["status"] == "succeeded", stack.explain(after)
     assert stack.run(queued_id)["status"] == "canceled"
     assert stack.run(queued_id)["started_at"] is None
+
+
+def test_a_run_past_its_versions_timeout_is_interrupted_and_fails(stack: Stack) -> None:
+    pushed = stack.push_ok("slow-timeout", slow_workflow(), SLOW_INPUTS, policy=SLOW_POLICY, timeout_seconds=1)
+    run_id = stack.submit("slow-timeout", {"seconds": 60.0})
+    run = stack.wait_status(run_id, timeout=20)
+    assert run["status"] == "failed", stack.explain(run)
+    assert run["error"]["type"] == "timeout"
+    assert run["error"]["node_id"] == "5"  # interrupted inside SlowPassImage, not after its minute
+    assert pushed["timeout_seconds"] == 1
+    # A bad timeout is refused at upload, naming the field.
+    refused = stack.push("slow-timeout", slow_workflow(), SLOW_INPUTS, timeout_seconds=0)
+    assert refused.status_code == 422 and "timeout_seconds" in refused.text, refused.text

@@ -29,6 +29,7 @@ from comfygate.comfy_runtime import NodeExecutionError, NodeRegistry, WorkflowIn
 from comfygate.platform import gate_loop
 from comfygate.platform.db import make_engine, make_session_factory, session_scope
 from comfygate.platform.engines import (
+    FILE_INPUTS,
     Engine,
     EngineJob,
     EngineOutput,
@@ -93,9 +94,6 @@ class _RunLost(Exception):
 
 # How long a task waits for a restarting engine before it goes back to the queue for another worker.
 ENGINE_READY_WAIT_SECONDS = 10.0
-
-# Inputs of these nodes name files the run uploaded: the worker hands them to the engine.
-FILE_INPUTS = {("LoadImage", "image"), ("LoadImageMask", "image")}
 
 
 @dataclass

@@ -8,6 +8,7 @@ from comfygate.comfy_runtime import NodeRegistry
 from comfygate.settings import Settings
 
 from .base import (
+    FILE_INPUTS,
     Capabilities,
     Engine,
     EngineJob,
@@ -19,8 +20,8 @@ from .base import (
 )
 from .builtin import BuiltinEngine
 
-__all__ = ["ENGINES", "Capabilities", "Engine", "EngineJob", "EngineOutput", "EngineResult", "EngineUnavailable",
-           "OutOfMemory", "RunInterrupted", "create_engine"]
+__all__ = ["ENGINES", "FILE_INPUTS", "Capabilities", "Engine", "EngineJob", "EngineOutput", "EngineResult",
+           "EngineUnavailable", "OutOfMemory", "RunInterrupted", "create_engine"]
 
 ENGINES = ("builtin", "comfyui")
 

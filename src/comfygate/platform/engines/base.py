@@ -30,8 +30,13 @@ import numpy
 
 from comfygate.comfy_runtime import NodeExecutionError
 
-__all__ = ["Capabilities", "Engine", "EngineJob", "EngineOutput", "EngineResult", "EngineUnavailable",
+__all__ = ["FILE_INPUTS", "Capabilities", "Engine", "EngineJob", "EngineOutput", "EngineResult", "EngineUnavailable",
            "OutOfMemory", "RunInterrupted", "is_out_of_memory_type"]
+
+
+# The node inputs that name a file the run uploaded (EngineJob.input_files): the worker reads those files from
+# storage, and each engine puts them where its nodes look.
+FILE_INPUTS = frozenset({("LoadImage", "image"), ("LoadImageMask", "image")})
 
 
 @dataclass

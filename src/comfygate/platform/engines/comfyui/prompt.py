@@ -7,12 +7,10 @@ from typing import Any
 
 from comfygate.comfy_runtime import WorkflowInvalid
 
-from ..base import EngineUnavailable
+from ..base import FILE_INPUTS, EngineUnavailable
 from .client import ComfyClient, HTTPStatusError
 
-__all__ = ["FILE_INPUTS", "rejected", "upload_inputs"]
-
-FILE_INPUTS = {("LoadImage", "image"), ("LoadImageMask", "image")}  # the inputs that name the job's files
+__all__ = ["rejected", "upload_inputs"]
 
 
 def upload_inputs(client: ComfyClient, prompt: dict[str, Any], files: Mapping[str, bytes],
