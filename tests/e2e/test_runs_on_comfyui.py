@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 import requests
-from e2e_support import Stack, b64, gradient_png
+from e2e_support import SLOW_INPUTS, Stack, b64, gradient_png, slow_workflow
 from PIL import Image
 
 from comfyui_standin import make_install, start_standin
+from comfyui_standin.workflows import every_output
 from deployment import free_port, wait_for
 from flux import FLUX_ONLY_NODES, UNET, flux_prompt, reference_object_info
 
@@ -79,21 +80,6 @@ def comfy(production, tmp_path_factory) -> ComfyStack:  # type: ignore[no-untype
     return ComfyStack(stack, install, health_port, worker_pid)
 
 
-def slow(seconds_input: bool = True) -> dict[str, Any]:
-    workflow = {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": 0x1E3A5F}},
-        "2": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 12, "batch_size": 1, "color": 0xF0C040}},
-        "3": {"class_type": "ImageCompositeMasked",
-              "inputs": {"destination": ["1", 0], "source": ["2", 0], "x": 8, "y": 8, "resize_source": False}},
-        "4": {"class_type": "SlowPassImage", "inputs": {"image": ["3", 0], "seconds": 1.0}},
-        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "slow"}},
-    }
-    return workflow
-
-
-SLOW_INPUTS = {"seconds": {"node": "4", "input": "seconds"}, "color": {"node": "1", "input": "color"}}
-
-
 def wait_progress(stack: Stack, run_id: str) -> dict[str, Any]:
     """The run once its sampler-like node reports steps (the engine is mid-node)."""
     def stepping() -> dict[str, Any] | None:
@@ -112,28 +98,7 @@ EVERY_OUTPUT = {
     "2": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 3, "color": 0}},
     "3": {"class_type": "ImageCompositeMasked",
           "inputs": {"destination": ["2", 0], "source": ["1", 0], "x": 0, "y": 0, "resize_source": False}},
-    "4": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "every/still"}},
-    "5": {"class_type": "PreviewImage", "inputs": {"images": ["3", 0]}},
-    "6": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["3", 0], "filename_prefix": "every/anim",
-                                                       "fps": 6.0, "lossless": True, "quality": 80,
-                                                       "method": "default"}},
-    "7": {"class_type": "SaveAnimatedPNG", "inputs": {"images": ["3", 0], "filename_prefix": "every/apng",
-                                                      "fps": 6.0, "compress_level": 4}},
-    "8": {"class_type": "EmptyAudio", "inputs": {"duration": 0.5, "sample_rate": 44100, "channels": 2}},
-    "9": {"class_type": "CreateVideo", "inputs": {"images": ["3", 0], "fps": 6.0, "audio": ["8", 0]}},
-    "10": {"class_type": "SaveVideo", "inputs": {"video": ["9", 0], "filename_prefix": "every/video",
-                                                 "format": "auto", "codec": "auto"}},
-    "11": {"class_type": "SaveWEBM", "inputs": {"images": ["3", 0], "filename_prefix": "every/webm",
-                                                "codec": "vp9", "fps": 6.0, "crf": 32.0}},
-    "12": {"class_type": "SaveAudio", "inputs": {"audio": ["8", 0], "filename_prefix": "every/audio"}},
-    "13": {"class_type": "SaveAudioMP3", "inputs": {"audio": ["8", 0], "filename_prefix": "every/audio",
-                                                    "quality": "V0"}},
-    "14": {"class_type": "SaveAudioOpus", "inputs": {"audio": ["8", 0], "filename_prefix": "every/audio",
-                                                     "quality": "128k"}},
-    "15": {"class_type": "PreviewAudio", "inputs": {"audio": ["8", 0]}},
-    "16": {"class_type": "PreviewAny", "inputs": {"source": "hello from PreviewAny"}},
-    "17": {"class_type": "StandinCubeMesh", "inputs": {"size": 1.0}},
-    "18": {"class_type": "SaveGLB", "inputs": {"mesh": ["17", 0], "filename_prefix": "every/mesh"}},
+    **every_output(["3", 0]),
 }
 
 
@@ -154,7 +119,7 @@ def test_every_output_type_is_served_with_its_media_type_and_comfyui_keeps_no_fi
     assert {t: len(o) for t, o in by_type.items()} == {
         "image/png": 4,  # three stills and the animated PNG; previews (temp files) are no outputs
         "image/webp": 1, "video/mp4": 1, "video/webm": 1, "audio/flac": 1, "audio/mpeg": 1, "audio/ogg": 1,
-        "model/gltf-binary": 1, "text/plain; charset=utf-8": 1,
+        "model/gltf-binary": 1, "text/plain; charset=utf-8": 1, "application/octet-stream": 1,
     }, json.dumps(run["outputs"], indent=1)[:3000]
 
     for output in run["outputs"]:
@@ -183,7 +148,7 @@ def test_every_output_type_is_served_with_its_media_type_and_comfyui_keeps_no_fi
 
 def test_cancel_interrupts_comfyui_within_two_seconds(comfy: ComfyStack) -> None:
     stack = comfy.stack
-    stack.push_ok("slow-comfy", slow(), SLOW_INPUTS, policy=LENIENT_POLICY)
+    stack.push_ok("slow-comfy", slow_workflow(), SLOW_INPUTS, policy=LENIENT_POLICY)
     run_id = stack.submit("slow-comfy", {"seconds": 30.0})
     wait_progress(stack, run_id)
 
@@ -192,14 +157,14 @@ def test_cancel_interrupts_comfyui_within_two_seconds(comfy: ComfyStack) -> None
     run = stack.wait_status(run_id, timeout=10)
     took = time.monotonic() - asked
     assert run["status"] == "canceled", stack.explain(run)
-    assert run["error"]["node_id"] == "4", run["error"]  # stopped inside SlowPassImage
+    assert run["error"]["node_id"] == "5", run["error"]  # stopped inside SlowPassImage
     assert took < 2.0, f"the cancel took {took:.2f} s to stop the run"
     assert comfy.files_left() == []
 
 
 def test_a_run_past_its_versions_timeout_fails_with_timeout(comfy: ComfyStack) -> None:
     stack = comfy.stack
-    pushed = stack.push_ok("slow-timeout", slow(), SLOW_INPUTS, policy=LENIENT_POLICY, timeout_seconds=1.5)
+    pushed = stack.push_ok("slow-timeout", slow_workflow(), SLOW_INPUTS, policy=LENIENT_POLICY, timeout_seconds=1.5)
     assert pushed["timeout_seconds"] == 1.5
     run_id = stack.submit("slow-timeout", {"seconds": 30.0})
     run = stack.wait_status(run_id, timeout=20)
@@ -213,7 +178,7 @@ def test_a_run_past_its_versions_timeout_fails_with_timeout(comfy: ComfyStack) -
 
 def test_comfyui_killed_mid_run_is_restarted_and_the_run_succeeds_on_the_next_attempt(comfy: ComfyStack) -> None:
     stack = comfy.stack
-    stack.push_ok("slow-crash", slow(), SLOW_INPUTS, policy=LENIENT_POLICY)
+    stack.push_ok("slow-crash", slow_workflow(), SLOW_INPUTS, policy=LENIENT_POLICY)
     run_id = stack.submit("slow-crash", {"seconds": 2.0})
     wait_progress(stack, run_id)
     old_pid = comfy.comfyui_pid()
@@ -229,7 +194,7 @@ def test_comfyui_killed_mid_run_is_restarted_and_the_run_succeeds_on_the_next_at
 
 def test_a_dropped_websocket_loses_no_result(comfy: ComfyStack) -> None:
     stack = comfy.stack
-    stack.push_ok("slow-drop", slow(), SLOW_INPUTS, policy=LENIENT_POLICY)
+    stack.push_ok("slow-drop", slow_workflow(), SLOW_INPUTS, policy=LENIENT_POLICY)
     run_id = stack.submit("slow-drop", {"seconds": 1.5})
     wait_progress(stack, run_id)
     dropped = requests.post(comfy.comfyui_url() + "/standin/drop_sockets", timeout=10)
@@ -248,7 +213,7 @@ def test_an_attached_comfyui_that_stops_answering_sends_the_run_to_another_worke
         for server in servers:  # attached: nobody restarts these
             stack.deployment.start_worker("--engine", "comfyui", "--comfyui-url", server.url, "--comfyui-dir",
                                           str(server.base_dir), "--pool", "attached", timeout=120)
-        stack.push_ok("slow-attached", slow(), SLOW_INPUTS, policy=LENIENT_POLICY, pool="attached")
+        stack.push_ok("slow-attached", slow_workflow(), SLOW_INPUTS, policy=LENIENT_POLICY, pool="attached")
         run_id = stack.submit("slow-attached", {"seconds": 2.0})
         wait_progress(stack, run_id)
         running = [s for s in servers if requests.get(s.url + "/queue", timeout=5).json()["queue_running"]]
@@ -264,14 +229,10 @@ def test_an_attached_comfyui_that_stops_answering_sends_the_run_to_another_worke
 
 
 def oom_workflow(mode: str) -> dict[str, Any]:
-    return {
-        "1": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": 0x1E3A5F}},
-        "2": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 12, "batch_size": 1, "color": 0xF0C040}},
-        "3": {"class_type": "ImageCompositeMasked",
-              "inputs": {"destination": ["1", 0], "source": ["2", 0], "x": 8, "y": 8, "resize_source": False}},
-        "4": {"class_type": "StandinOutOfMemory", "inputs": {"image": ["3", 0], "mode": mode}},
-        "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "oom"}},
-    }
+    """The slow workflow with its slow node replaced by one that runs out of device memory."""
+    workflow = slow_workflow()
+    workflow["5"] = {"class_type": "StandinOutOfMemory", "inputs": {"image": ["4", 0], "mode": mode}}
+    return workflow
 
 
 def test_out_of_memory_frees_comfyui_and_retries_once(comfy: ComfyStack) -> None:
@@ -284,7 +245,7 @@ def test_out_of_memory_frees_comfyui_and_retries_once(comfy: ComfyStack) -> None
     run = stack.post(always["run_url"] + "?wait=60", {"inputs": {}}).json()
     assert run["status"] == "failed", stack.explain(run)
     assert run["error"]["type"] == "out_of_memory"
-    assert run["error"]["node_id"] == "4"
+    assert run["error"]["node_id"] == "5"
     assert "traceback" in run["error"]  # the admin key sees the engine's traceback
     caller = stack.create_key("oom-caller")
     assert "traceback" not in stack.get(f"/v1/runs/{run['id']}", key=caller).json()["error"]

@@ -27,6 +27,7 @@ from comfygate.platform.engines import EngineJob, EngineUnavailable, OutOfMemory
 from comfygate.platform.engines.comfyui import ComfyDirs, ComfyUIEngine, Supervisor
 from comfygate.settings import Settings
 from comfyui_standin import StandinProcess, make_install
+from comfyui_standin.workflows import every_output
 
 
 def job(prompt: dict[str, Any], **kwargs: Any) -> EngineJob:
@@ -264,34 +265,9 @@ def test_previews_reach_on_event(engine):
 
 
 def test_every_output_type_comes_back_with_its_content_type(engine, shared_standin):
-    frames = {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64, "batch_size": 3, "color": 0x3366CC}}
-    prompt = {
-        "1": frames,
-        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "cg/save"}},
-        "3": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
-        "4": {"class_type": "SaveAnimatedWEBP", "inputs": {"images": ["1", 0], "filename_prefix": "cg/anim",
-                                                           "fps": 6.0, "lossless": True, "quality": 80,
-                                                           "method": "default"}},
-        "5": {"class_type": "SaveAnimatedPNG", "inputs": {"images": ["1", 0], "filename_prefix": "cg/apng",
-                                                          "fps": 6.0, "compress_level": 4}},
-        "6": {"class_type": "EmptyAudio", "inputs": {"duration": 0.5, "sample_rate": 44100, "channels": 2}},
-        "7": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 6.0, "audio": ["6", 0]}},
-        "8": {"class_type": "SaveVideo", "inputs": {"video": ["7", 0], "filename_prefix": "cg/video",
-                                                    "format": "auto", "codec": "auto"}},
-        "9": {"class_type": "SaveWEBM", "inputs": {"images": ["1", 0], "filename_prefix": "cg/webm", "codec": "vp9",
-                                                   "fps": 6.0, "crf": 32.0}},
-        "10": {"class_type": "SaveAudio", "inputs": {"audio": ["6", 0], "filename_prefix": "cg/audio"}},
-        "11": {"class_type": "SaveAudioMP3", "inputs": {"audio": ["6", 0], "filename_prefix": "cg/audio",
-                                                        "quality": "V0"}},
-        "12": {"class_type": "SaveAudioOpus", "inputs": {"audio": ["6", 0], "filename_prefix": "cg/audio",
-                                                         "quality": "128k"}},
-        "13": {"class_type": "PreviewAudio", "inputs": {"audio": ["6", 0]}},
-        "14": {"class_type": "PreviewAny", "inputs": {"source": "hello from PreviewAny"}},
-        "15": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
-        "16": {"class_type": "SaveLatent", "inputs": {"samples": ["15", 0], "filename_prefix": "cg/latent"}},
-        "17": {"class_type": "StandinCubeMesh", "inputs": {"size": 1.0}},
-        "18": {"class_type": "SaveGLB", "inputs": {"mesh": ["17", 0], "filename_prefix": "cg/mesh"}},
-    }
+    prompt = {"1": {"class_type": "EmptyImage",
+                    "inputs": {"width": 64, "height": 64, "batch_size": 3, "color": 0x3366CC}},
+              **every_output(["1", 0])}
     events = Events()
     result = engine.run(job(prompt, on_event=events))
 
@@ -311,7 +287,7 @@ def test_every_output_type_comes_back_with_its_content_type(engine, shared_stand
         if class_type != "PreviewAny":
             assert (output.width, output.height) == (None, None), class_type  # not still images
     assert by_class["PreviewAny"][0].data == b"hello from PreviewAny"
-    assert by_class["PreviewAny"][0].filename == "14_text_1.txt"
+    assert by_class["PreviewAny"][0].filename == "114_text_1.txt"
     # Node by node, in the order the nodes ran (as their executed events came).
     nodes = [output.node_id for output in result.outputs]
     order = list(dict.fromkeys(nodes))
