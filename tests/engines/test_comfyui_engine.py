@@ -248,7 +248,8 @@ def test_a_cached_rerun_runs_again_and_returns_the_image(engine, shared_standin)
     first = engine.run(job(trivial(color=0x123456)))
     second = engine.run(job(trivial(color=0x123456)))  # ComfyUI would answer from its cache, naming a gone file
     assert second.outputs[0].data and second.outputs[0].content_type == "image/png"
-    assert "2" not in second.cached_nodes  # the output node ran again
+    assert "2" not in second.cached_nodes  # the output node ran again, into the prompt's own folder...
+    assert "1" in second.cached_nodes  # ...while what feeds it came from ComfyUI's cache: no model reloads
     assert (Image.open(io.BytesIO(second.outputs[0].data)).convert("RGB").tobytes()
             == Image.open(io.BytesIO(first.outputs[0].data)).convert("RGB").tobytes())
     assert_nothing_left(shared_standin, engine)

@@ -10,7 +10,7 @@ from comfygate.comfy_runtime import WorkflowInvalid
 from ..base import FILE_INPUTS, EngineUnavailable
 from .client import ComfyClient, HTTPStatusError
 
-__all__ = ["rejected", "upload_inputs"]
+__all__ = ["rejected", "saving_into", "upload_inputs"]
 
 
 def upload_inputs(client: ComfyClient, prompt: dict[str, Any], files: Mapping[str, bytes],
@@ -53,3 +53,16 @@ def rejected(exc: HTTPStatusError) -> Exception:
         return WorkflowInvalid({"type": "prompt_rejected", "message": f"ComfyUI refused the prompt (HTTP "
                                 f"{exc.status})", "details": str(body)[:500], "extra_info": {}})
     return EngineUnavailable(str(exc))
+
+
+def saving_into(prompt: dict[str, Any], folder: str) -> dict[str, Any]:
+    """The prompt with every constant ``filename_prefix`` put under ``folder`` (see run.py: a prompt's own
+    output folder). A prefix wired from another node is left as it is."""
+    return {node_id: _saving_into(node, folder) for node_id, node in prompt.items()}
+
+
+def _saving_into(node: Any, folder: str) -> Any:
+    inputs = node.get("inputs") if isinstance(node, dict) else None
+    if not isinstance(inputs, dict) or not isinstance(inputs.get("filename_prefix"), str):
+        return node
+    return {**node, "inputs": {**inputs, "filename_prefix": f"{folder}/{inputs['filename_prefix']}"}}

@@ -4,14 +4,16 @@ then remove what it left in ComfyUI (uploads, output and temp files, the history
 Following does not trust the websocket alone: a socket can drop (nothing is replayed after a reconnect) or go
 quiet (ComfyUI unregistered it), so /queue and /history are polled too, often while the socket is down.
 
-A cached rerun: ComfyUI answers a prompt it has run before from its cache, and an output node then reports the
-*earlier* run's file without writing a new one. Those files were deleted after that run, or, since save nodes
-number files from the highest one left, a newer run may have written another image under the same name. So
-when an output node that lists output files was answered from the cache, the run empties ComfyUI's cache
-(POST /free {"free_memory": true}: ComfyUI's worker resets its node cache before it takes the next prompt) and
-submits the prompt again, at most twice (the reset can race a prompt already on its way to the worker). The
-cost, paid only by identical reruns: loaders run again, since models live as long as the cache holds them.
-Changing the graph to defeat the cache would change what runs, so it is not done.
+Each prompt saves into a folder of its own: a constant ``filename_prefix`` (the input every save node of
+ComfyUI and of the common node packs has) is put under ``comfygate/<prompt id>/`` in ComfyUI's output folder.
+That keeps runs' files apart from each other and from other users of the same ComfyUI, and it keeps reruns
+cheap: ComfyUI answers a prompt it has run before from its cache, and an output node answered from the cache
+re-reports the *earlier* run's file (deleted since, or even replaced: save nodes number files from the highest
+one left). With a prefix of its own, a save node is never a cache hit, while everything upstream (loaders,
+sampler) still is. Only an output node without a constant prefix can still re-report an earlier file; then the
+run empties ComfyUI's cache (POST /free {"free_memory": true}: its worker resets the node cache before it takes
+the next prompt) and submits again, at most twice (the reset can race a prompt already on its way); those
+reruns pay for their loaders again.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from ..base import (
 from .client import SOCKET, HTTPStatusError, Unreachable
 from .follow import PromptFollower
 from .outputs import fetch_outputs, file_refs, written_files
-from .prompt import rejected, upload_inputs
+from .prompt import rejected, saving_into, upload_inputs
 
 if TYPE_CHECKING:
     from .engine import ComfyUIEngine
@@ -52,6 +54,7 @@ STOP_GRACE = 5.0  # ComfyUI confirms a stop within this long, else the job stops
 HISTORY_WAIT = 5.0  # the history entry may come a little after the end frame
 LOST_AFTER = 5.0  # in neither queue nor history this long: ComfyUI lost it (it restarted; history is in memory)
 RERUNS = 2  # submissions more after a cached answer whose files cannot be trusted
+OUTPUT_FOLDER = "comfygate"  # each prompt saves into <ComfyUI output>/comfygate/<prompt id>/
 
 
 def prompt_id_for(job: EngineJob) -> str:
@@ -96,9 +99,11 @@ class PromptRun:
         try:
             if self.job.input_files:
                 self.upload_folder = f"comfygate/{self.base_id}"
-            prompt = upload_inputs(self.client, self.job.prompt, self.job.input_files, self.upload_folder)
+            uploaded = upload_inputs(self.client, self.job.prompt, self.job.input_files, self.upload_folder)
             for attempt in range(RERUNS + 1):
-                run = self._submit_and_follow(prompt, self.base_id if attempt == 0 else f"{self.base_id}-r{attempt}")
+                prompt_id = self.base_id if attempt == 0 else f"{self.base_id}-r{attempt}"
+                prompt = saving_into(uploaded, f"{OUTPUT_FOLDER}/{prompt_id}")
+                run = self._submit_and_follow(prompt, prompt_id)
                 self._raise_for_ending(run)
                 stale = self._cached_file_nodes(run)
                 if not stale:
@@ -327,6 +332,8 @@ class PromptRun:
         else:
             for ref in written:
                 dirs.delete_file(ref.type, ref.subfolder, ref.filename)
+            for run in self.submissions:  # the prompt's own folder, with anything a node wrote unreported
+                dirs.delete_tree("output", f"{OUTPUT_FOLDER}/{run.prompt_id}")
             if self.upload_folder:
                 dirs.delete_tree("input", self.upload_folder)
         if self.submissions:
