@@ -252,3 +252,43 @@ def test_watchdog_ends_a_cancel_requested_run_whose_worker_died_as_canceled(sess
     assert sweep(sessions, watchdog_settings, dispatcher).failed == [run_id]
     assert status_of(sessions, run_id).status == RunStatus.CANCELED
     assert queued_messages(watchdog_settings) == 0
+
+
+def test_a_run_handed_back_by_its_engine_is_queued_again_then_failed(sessions, registry, tmp_path, version_id):
+    run_id = new_run(sessions, registry, tmp_path, version_id, {})
+    with session_scope(sessions) as session:
+        run_service.claim_run(session, run_id, 1, "w1", "comfyui")
+    with session_scope(sessions) as session:
+        assert run_service.give_back(session, run_id, 1, 2, "ComfyUI died") == RunStatus.QUEUED
+        assert run_service.give_back(session, run_id, 1, 2, "ComfyUI died") is None  # no longer ours
+    run = status_of(sessions, run_id)
+    assert (run.status, run.attempt, run.worker, run.engine) == (RunStatus.QUEUED, 2, None, "comfyui")
+
+    with session_scope(sessions) as session:
+        run_service.claim_run(session, run_id, 2, "w2", "comfyui")
+    with session_scope(sessions) as session:
+        assert run_service.give_back(session, run_id, 2, 2, "ComfyUI died") == RunStatus.FAILED
+    run = status_of(sessions, run_id)
+    assert run.status == RunStatus.FAILED
+    assert run.error["type"] == "engine_unavailable" and "giving up after 2 attempts" in run.error["message"]
+
+
+def test_a_run_canceled_while_its_engine_failed_ends_canceled_not_queued(sessions, registry, tmp_path, version_id,
+                                                                         watchdog_settings):
+    run_id = new_run(sessions, registry, tmp_path, version_id, {})
+    with session_scope(sessions) as session:
+        run_service.claim_run(session, run_id, 1, "w1", "comfyui")
+    with session_scope(sessions) as session:
+        run_service.cancel_run(session, run_id)
+    with session_scope(sessions) as session:
+        assert run_service.give_back(session, run_id, 1, 3, "ComfyUI died") == RunStatus.CANCELED
+    assert status_of(sessions, run_id).status == RunStatus.CANCELED
+
+    # A cancel that lands on a run just handed back (queued, flag set) is ended by the watchdog.
+    other = new_run(sessions, registry, tmp_path, version_id, {})
+    with session_scope(sessions) as session:
+        session.execute(update(Run).where(Run.id == other).values(cancel_requested=True))
+        assert run_service.redispatched(session, other, 1) is False  # not sent again: nobody would claim it
+    dispatcher = Dispatcher(create_celery(watchdog_settings), watchdog_settings.queue_name)
+    assert sweep(sessions, watchdog_settings, dispatcher).failed == [other]
+    assert status_of(sessions, other).status == RunStatus.CANCELED

@@ -74,6 +74,16 @@ def sweep(factory: sessionmaker[Session], settings: Settings, dispatcher: Dispat
                     report.failed.append(run_id)
                     announce(session, run_id, EVENT_ENDED)
 
+        # A cancel that reached a run while its worker handed it back to the queue: no worker claims a run with
+        # the flag set, so it is ended here as the caller asked.
+        for (run_id,) in session.execute(select(Run.id).where(Run.status == RunStatus.QUEUED,
+                                                              Run.cancel_requested.is_(True))).all():
+            if session.execute(update(Run).where(Run.id == run_id, Run.status == RunStatus.QUEUED).values(
+                    status=RunStatus.CANCELED, finished_at=now,
+                    error={"message": "canceled at the caller's request", "type": "canceled"})).rowcount:
+                report.failed.append(run_id)
+                announce(session, run_id, EVENT_ENDED)
+
         lost_cutoff = now - timedelta(seconds=settings.queued_timeout_seconds)
         lost = session.execute(
             select(Run.id, Run.attempt, WorkflowVersion.pool)

@@ -30,6 +30,7 @@ from comfygate.platform import gate_loop
 from comfygate.platform.db import make_engine, make_session_factory, session_scope
 from comfygate.platform.engines import (
     FILE_INPUTS,
+    Capabilities,
     Engine,
     EngineJob,
     EngineOutput,
@@ -142,6 +143,7 @@ class RunProcessor:
         # Where the engine's node schemas come from for seed ranges: its capabilities, read once at start.
         self._object_info: Callable[[str], dict[str, Any]] = self._registry_object_info
         self.give_back: Callable[[str, int], None] | None = None  # re-sends a run handed back (worker_main)
+        self._first_capabilities: Capabilities | None = None
 
     def _registry_object_info(self, class_type: str) -> dict[str, Any]:
         try:
@@ -166,7 +168,8 @@ class RunProcessor:
         them (and a bad path stops the worker at start with a clear error rather than failing runs one by one)."""
         self.engine.start()
         if self.engine.name != "builtin":
-            object_info = self.engine.capabilities().object_info
+            self._first_capabilities = self.engine.capabilities()
+            object_info = self._first_capabilities.object_info
             self._object_info = lambda class_type: object_info.get(class_type, {})
         self.scorers.load()
         models = self.registry.models
@@ -177,6 +180,12 @@ class RunProcessor:
             start = time.perf_counter()
             models.preload(entry)
             log.info("preloaded %s in %.0f ms", entry, _ms(start))
+
+    def capabilities(self) -> Capabilities:
+        """The engine's node schemas and model files; the first call after warm_up reuses what it read (a
+        ComfyUI's /object_info is large)."""
+        first, self._first_capabilities = self._first_capabilities, None
+        return first if first is not None else self.engine.capabilities()
 
     def close(self) -> None:
         self.engine.close()
@@ -189,9 +198,13 @@ class RunProcessor:
         """Run one attempt of a run; returns the final status, or None when the run was not ours."""
         if not self._engine_ready_within(ENGINE_READY_WAIT_SECONDS) and self.give_back is not None:
             # Our ComfyUI is down or restarting: leave the run unclaimed (no attempt spent) for a worker whose
-            # engine answers; the message goes back to the pool's queue.
-            log.warning("engine %s is not ready; run %s goes back to the queue unclaimed", self.engine.name, run_id)
-            self.give_back(run_id, attempt)
+            # engine answers; the message goes back to the pool's queue, marked sent so the watchdog adds none.
+            with session_scope(self.sessions) as session:
+                still_queued = run_service.redispatched(session, run_id, attempt)
+            if still_queued:
+                log.warning("engine %s is not ready; run %s goes back to the queue unclaimed", self.engine.name,
+                            run_id)
+                self.give_back(run_id, attempt)
             return None
         with session_scope(self.sessions) as session:
             claimed = run_service.claim_run(session, run_id, attempt, self.name, self.engine.name)
@@ -243,6 +256,10 @@ class RunProcessor:
                 if watch.lost.is_set():
                     raise _RunLost()
             except RunInterrupted as exc:
+                if exc.reason == "lost":
+                    log.warning("run %s attempt %s was taken back by the watchdog; its engine stopped it",
+                                run_id, attempt)
+                    return None
                 return self._interrupted(job, exc, timings)
             except OutOfMemory as exc:
                 error = {**exc.to_dict(), "type": "out_of_memory", "traceback": exc.traceback,
@@ -304,7 +321,7 @@ class RunProcessor:
         """One engine call; after an out-of-memory error the engine frees memory and the call is tried once
         more (a second one ends the run)."""
         engine_job = EngineJob(run_id=job.run_id, prompt=prompt, input_files=job.input_files,
-                               cancel=job.watch.cancel, deadline=job.deadline,
+                               cancel=job.watch.cancel, lost=job.watch.lost, deadline=job.deadline,
                                timeout_seconds=job.claimed.timeout_seconds,
                                on_event=job.watch.progress.on_event, label=f"{job.attempt}-{number}")
         try:

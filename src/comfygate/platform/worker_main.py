@@ -56,7 +56,7 @@ def run_worker(settings: Settings, concurrency: int, preload: Sequence[str] = ()
     # files, published now and whenever they change.
     # The first report is made before taking runs, so an upload right after "ready" is checked against it.
     reporter = CapabilityReporter(processor.sessions, settings.pool, processor.engine.name, processor.name,
-                                  processor.engine.capabilities, settings.capabilities_seconds)
+                                  processor.capabilities, settings.capabilities_seconds)
     try:
         reporter.report_once()
     except Exception as exc:  # the thread below tries again; a worker that cannot report still runs

@@ -48,13 +48,16 @@ class EngineJob:
     # Files the prompt names (LoadImage's "image"), by that name: the engine puts them where its nodes look.
     input_files: Mapping[str, bytes] = field(default_factory=dict)
     cancel: threading.Event = field(default_factory=threading.Event)  # set when the caller cancels
+    lost: threading.Event = field(default_factory=threading.Event)  # set when the run was taken back from us
     deadline: float | None = None  # time.monotonic() past which the run is interrupted (the version's timeout)
     timeout_seconds: float | None = None  # what the deadline stands for, for the error message
     on_event: Callable[[dict[str, Any]], None] | None = None
     label: str = ""  # tells generations of one run apart in the engine's own ids ("<attempt>-<generation>")
 
     def stop_reason(self) -> str | None:
-        """"canceled", "timeout" or None: polled by engines between nodes and steps."""
+        """"canceled", "timeout", "lost" or None: polled by engines between nodes and steps."""
+        if self.lost.is_set():  # the watchdog gave the run to another worker: stop spending the GPU on it
+            return "lost"
         if self.cancel.is_set():
             return "canceled"
         if self.deadline is not None and time.monotonic() >= self.deadline:
@@ -99,7 +102,8 @@ class Capabilities:
 
 
 class RunInterrupted(Exception):
-    """The engine stopped the run: ``reason`` is "canceled" (the caller asked) or "timeout"."""
+    """The engine stopped the run: ``reason`` is "canceled" (the caller asked), "timeout" or "lost" (the run
+    was taken back from this worker)."""
 
     def __init__(self, reason: str, node_id: str | None = None, message: str = "") -> None:
         super().__init__(message or f"run {reason}")

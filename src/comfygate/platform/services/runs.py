@@ -39,8 +39,9 @@ from comfygate.platform.services.workflows import exposed_inputs_of
 from comfygate.platform.storage import Storage
 
 __all__ = ["create_run", "get_run", "run_to_dict", "gate_summary", "cancel_run", "claim_run", "heartbeat",
-           "cancel_requested", "give_back", "finish_run", "fail_run", "announce", "check_webhook_url", "OutputRecord",
-           "ClaimedRun", "output_url", "run_url", "released_output", "withheld_reason", "MAX_WEBHOOK_URL"]
+           "cancel_requested", "give_back", "redispatched", "finish_run", "fail_run", "announce", "check_webhook_url",
+           "OutputRecord", "ClaimedRun", "output_url", "run_url", "released_output", "withheld_reason",
+           "MAX_WEBHOOK_URL"]
 
 MAX_WEBHOOK_URL = 2048
 
@@ -372,17 +373,33 @@ def cancel_requested(session: Session, run_id: str) -> bool:
 
 
 def give_back(session: Session, run_id: str, attempt: int, max_attempts: int, reason: str) -> str | None:
-    """The worker's engine died under the run: queue it again as attempt ``attempt + 1`` (returns "queued"),
-    or fail it once ``max_attempts`` are used up ("failed"); None when the run is no longer ours. Either way
-    the run is not lost and not stuck."""
+    """The worker's engine died under the run: queue it again as attempt ``attempt + 1`` (returns "queued"), end
+    it "canceled" when the caller asked for that meanwhile (a queued run with the flag would never be claimed),
+    or fail it once ``max_attempts`` are used up ("failed"); None when the run is no longer ours."""
+    canceled = session.execute(update(Run).where(_owned(run_id, attempt), Run.cancel_requested.is_(True)).values(
+        status=RunStatus.CANCELED, finished_at=utcnow(),
+        error={"message": f"canceled at the caller's request while its engine failed ({reason})",
+               "type": "canceled"})).rowcount
+    if canceled:
+        announce(session, run_id, webhooks.EVENT_ENDED)
+        return RunStatus.CANCELED
     if attempt >= max_attempts:
         failed = fail_run(session, run_id, attempt, RunStatus.FAILED,
                           {"message": f"{reason}; giving up after {attempt} attempts", "type": "engine_unavailable"})
         return RunStatus.FAILED if failed else None
+    # Not when a cancel came in since the statement above: the watchdog ends such a queued run as canceled.
     requeued = session.execute(update(Run).where(_owned(run_id, attempt)).values(
         status=RunStatus.QUEUED, attempt=attempt + 1, worker=None, heartbeat_at=None, started_at=None,
         progress=None, dispatched_at=utcnow())).rowcount
     return RunStatus.QUEUED if requeued else None
+
+
+def redispatched(session: Session, run_id: str, attempt: int) -> bool:
+    """A worker sends a run it did not claim back to the queue: mark it sent now (so the watchdog does not add
+    another message for it). False when it is no longer queued for that attempt (canceled, claimed elsewhere)."""
+    return bool(session.execute(update(Run).where(
+        Run.id == run_id, Run.attempt == attempt, Run.status == RunStatus.QUEUED,
+        Run.cancel_requested.is_(False)).values(dispatched_at=utcnow())).rowcount)
 
 
 @dataclass(frozen=True)
