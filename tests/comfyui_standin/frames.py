@@ -55,6 +55,9 @@ class SocketHub:
     def send(self, event: str, data: dict[str, Any], sid: str | None = None) -> None:
         self._post(json.dumps({"type": event, "data": data}), sid)
 
+    def send_raw(self, text: str, sid: str | None = None) -> None:
+        self._post(text, sid)
+
     def send_binary(self, payload: bytes, sid: str | None = None) -> None:
         self._post(payload, sid)
 

@@ -13,6 +13,7 @@ Node classes are made per server by :func:`standin_nodes`, bound to that server'
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,12 +237,35 @@ class StandinOutOfMemory(StandinNode):
         return (image,)
 
 
+class StandinSaveFile(StandinNode):
+    """Waits ``seconds`` without ever checking for an interrupt (as a node that encodes a long video does), then
+    saves ``text`` as ``<prefix>_NNNNN_.<extension>`` in output/ (an .svg as SaveSVGNode writes one)."""
+
+    CATEGORY = "testing"
+    DESCRIPTION = "Saves text as a file after a wait that ignores interrupts (tests only)."
+    RETURN_TYPES = ()
+    OUTPUT_NODE = True
+    FUNCTION = "save"
+
+    @classmethod
+    def INPUT_TYPES(cls):  # noqa: N802 - ComfyUI's node interface
+        return {"required": {"text": ("STRING", {"default": ""}), "extension": ("STRING", {"default": "txt"}),
+                             "seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 60.0}),
+                             "filename_prefix": ("STRING", {"default": "ComfyUI"})}}
+
+    def save(self, text: str, extension: str, seconds: float, filename_prefix: str):
+        threading.Event().wait(seconds)  # deaf to interrupts: no progress reports
+        target = save_target(self.state.folders.output, filename_prefix)
+        (target.folder / target.name(0, extension)).write_text(text)
+        return {"ui": {FILES_KEY: [target.record(0, extension, "output")]}}
+
+
 def standin_nodes(state: StandinState) -> tuple[dict[str, type], dict[str, str]]:
     """(class_type -> class bound to ``state``, display names) of the whole stand-in pack."""
     from .media import MEDIA_DISPLAY_NAMES, MEDIA_NODES
 
     classes: Sequence[type] = (SaveImage, PreviewImage, SaveAnimatedWEBP, SaveAnimatedPNG, SaveLatent, PreviewAny,
-                               StandinOutOfMemory, *MEDIA_NODES)
+                               StandinOutOfMemory, StandinSaveFile, *MEDIA_NODES)
     bound = {cls.__name__: type(cls.__name__, (cls,), {"state": state}) for cls in classes}
     display = {"SaveImage": "Save Image", "PreviewImage": "Preview Image", "PreviewAny": "Preview Any",
                **MEDIA_DISPLAY_NAMES}

@@ -241,6 +241,16 @@ class Standin:
     async def drop_sockets(self, request: web.Request) -> web.Response:
         return web.json_response({"dropped": self.hub.drop_all()})
 
+    async def send_frames(self, request: web.Request) -> web.Response:
+        """Sends raw frames to every socket, as custom nodes send frames of their own making:
+        ``{"text": [str, ...], "binary": [hex, ...]}``."""
+        body = await request.json()
+        for text in body.get("text") or ():
+            self.hub.send_raw(text)
+        for hex_frame in body.get("binary") or ():
+            self.hub.send_binary(bytes.fromhex(hex_frame))
+        return web.Response()
+
 
 async def create_app(settings: Settings) -> web.Application:
     """The aiohttp application; the execution thread and the frame publisher start with it."""
@@ -250,6 +260,7 @@ async def create_app(settings: Settings) -> web.Application:
         app.router.add_route(method, path, handler)
         app.router.add_route(method, "/api" + path, handler)
     app.router.add_post("/standin/drop_sockets", standin.drop_sockets)
+    app.router.add_post("/standin/send_frames", standin.send_frames)
 
     async def background(app: web.Application):  # type: ignore[no-untyped-def]
         publisher = asyncio.create_task(standin.hub.publish())

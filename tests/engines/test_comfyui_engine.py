@@ -13,89 +13,20 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-from comfyui_process import attached, files_in, post
+from comfyui_process import Events, assert_nothing_left, attached, in_thread, job, png, post, slow, trivial
 from PIL import Image
 
 from comfygate.comfy_runtime import NodeExecutionError, WorkflowInvalid
-from comfygate.platform.engines import EngineJob, EngineUnavailable, OutOfMemory, RunInterrupted
+from comfygate.platform.engines import EngineUnavailable, OutOfMemory, RunInterrupted
 from comfygate.platform.engines.comfyui import ComfyDirs, ComfyUIEngine, Supervisor
 from comfygate.settings import Settings
-from comfyui_standin import StandinProcess, make_install
+from comfyui_standin import make_install
 from comfyui_standin.workflows import every_output
-
-
-def job(prompt: dict[str, Any], **kwargs: Any) -> EngineJob:
-    return EngineJob(run_id=uuid.uuid4().hex, prompt=prompt, label="1-1", **kwargs)
-
-
-def trivial(color: int = 0, width: int = 64, height: int = 64) -> dict[str, Any]:
-    return {"1": {"class_type": "EmptyImage", "inputs": {"width": width, "height": height, "batch_size": 1,
-                                                        "color": color}},
-            "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "cg"}}}
-
-
-def slow(seconds: float, color: int = 0) -> dict[str, Any]:
-    """EmptyImage -> SlowPassImage (reports progress, honours interrupts) -> SaveImage."""
-    prompt = trivial(color)
-    prompt["3"] = {"class_type": "SlowPassImage", "inputs": {"image": ["1", 0], "seconds": seconds}}
-    prompt["2"]["inputs"]["images"] = ["3", 0]
-    return prompt
-
-
-def png(color: tuple[int, int, int], size: tuple[int, int] = (32, 16)) -> bytes:
-    buffer = io.BytesIO()
-    Image.new("RGB", size, color).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-class Events:
-    """on_event for a job: keeps every event; ``progress`` is set at the first progress event."""
-
-    def __init__(self, on_progress: Any = None) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.progress = threading.Event()
-        self._on_progress = on_progress
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-        if event["type"] == "progress" and not self.progress.is_set():
-            self.progress.set()
-            if self._on_progress is not None:
-                self._on_progress()
-
-    def of(self, kind: str) -> list[dict[str, Any]]:
-        return [event for event in self.events if event["type"] == kind]
-
-
-def in_thread(engine: ComfyUIEngine, engine_job: EngineJob) -> tuple[threading.Thread, dict[str, Any]]:
-    """Runs the job on a worker-like thread; the dict gets "result" or "error" and "ended" (monotonic)."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["result"] = engine.run(engine_job)
-        except Exception as exc:  # noqa: BLE001 - handed to the test
-            outcome["error"] = exc
-        outcome["ended"] = time.monotonic()
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, outcome
-
-
-def assert_nothing_left(standin: StandinProcess, engine: ComfyUIEngine) -> None:
-    """No output or temp file, no uploaded input and no history entry of the engine's runs is left."""
-    assert files_in(standin.output_dir) == [] and files_in(standin.temp_dir) == []
-    uploads = standin.input_dir / "comfygate"
-    assert not uploads.exists() or list(uploads.iterdir()) == []
-    assert engine.client.call("GET", "/history") == {}
-
 
 # -- runs ----------------------------------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ follow.py     one prompt's state from its frames
 run.py        one job: submit, follow, stop, collect outputs, clean up
 prompt.py     input files uploaded and named in the prompt; refusals as WorkflowInvalid
 outputs.py    the files and text of a history entry
+reaper.py     cleanup after prompts a job gave up on, once ComfyUI is done with them
 supervisor.py the child ComfyUI process
 paths.py      ComfyUI's input/output/temp folders
 """

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-__all__ = ["ComfyClient", "HTTPStatusError", "SOCKET", "Unreachable"]
+__all__ = ["BadAnswer", "ComfyClient", "HTTPStatusError", "SOCKET", "Unreachable"]
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,11 @@ _PREVIEW_TYPES = {1: "image/jpeg", 2: "image/png"}  # binary frame type 1: bytes
 
 class Unreachable(Exception):
     """ComfyUI did not answer: connection refused or reset, or no answer in time."""
+
+
+class BadAnswer(Unreachable):
+    """An answer that is not ComfyUI's (an HTML page of a proxy in front of it, an empty body): handled as no
+    answer at all."""
 
 
 class HTTPStatusError(Exception):
@@ -57,6 +62,7 @@ class ComfyClient:
         self._closing: asyncio.Event | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._replacing: asyncio.Future | None = None  # the old socket's close, when it is being replaced
+        self.sockets_opened = 0  # websockets opened so far (a replaced or reconnected socket counts again)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -127,6 +133,8 @@ class ComfyClient:
         asyncio.run_coroutine_threadsafe(close(), self._loop)
 
     async def _keep_socket(self) -> None:
+        """Keeps a socket open until the client closes: it must not end on any error, or every run after it
+        would be refused (/ready answers 503 while no socket is open)."""
         url = f"{self.base_url}/ws?clientId={self.client_id}"
         delay, failures, opened = 0.25, 0, False
         while not self._closing.is_set():
@@ -139,16 +147,17 @@ class ComfyClient:
                     if opened:
                         log.info("ComfyUI websocket at %s open again", self.base_url)
                     delay, failures, opened = 0.25, 0, True
+                    self.sockets_opened += 1
                     self._socket_state(True)
                     async for message in ws:
-                        if message.type == aiohttp.WSMsgType.TEXT:
-                            self._route_text(message.data)
-                        elif message.type == aiohttp.WSMsgType.BINARY:
-                            self._route_binary(message.data)
+                        self._route(message)
                     log.warning("ComfyUI websocket at %s closed (%s); reconnecting", self.base_url, ws.close_code)
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 if failures == 0:
                     log.warning("ComfyUI websocket at %s: %s; reconnecting", self.base_url, exc)
+                failures += 1
+            except Exception:  # a bug of ours: logged, and the socket is opened again after the backoff
+                log.exception("ComfyUI websocket at %s failed; reconnecting", self.base_url)
                 failures += 1
             finally:
                 self._ws = None
@@ -161,17 +170,32 @@ class ComfyClient:
                 await asyncio.wait_for(self._closing.wait(), delay)
             delay = min(delay * 2, 5.0)
 
+    def _route(self, message: aiohttp.WSMessage) -> None:
+        """Hands one frame on; a frame of a shape we do not expect (custom nodes send their own) is skipped."""
+        try:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                self._route_text(message.data)
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                self._route_binary(message.data)
+        except Exception:  # one odd frame must not cost the socket
+            log.exception("skipping a ComfyUI websocket frame we could not read: %.200r", message.data)
+
     def _route_text(self, raw: str) -> None:
         try:
             message = json.loads(raw)
-            kind, data = message["type"], message.get("data") or {}
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             return
-        prompt_id = data.get("prompt_id")
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return
+        kind, data = message["type"], message.get("data")
+        if not isinstance(data, dict):
+            return  # no prompt named: none of ours (ComfyUI's own frames all carry an object)
+        prompt_id = _prompt_id(data.get("prompt_id"))
         if kind in ("execution_start", "executing", "progress") and prompt_id:
             self._current = None if kind == "executing" and data.get("node") is None else prompt_id
-        # After a reconnect ComfyUI sends the running node without the prompt's id.
-        self._deliver(prompt_id or (self._current if kind == "executing" else None), message)
+        # After a reconnect ComfyUI sends the running node without the prompt's id (and only that).
+        resumed = kind == "executing" and "prompt_id" not in data and data.get("node") is not None
+        self._deliver(prompt_id or (self._current if resumed else None), message)
 
     def _route_binary(self, raw: bytes) -> None:
         if len(raw) < 8:
@@ -185,9 +209,13 @@ class ComfyClient:
                 meta = json.loads(raw[8:8 + word])
             except ValueError:
                 return
-            data = {"node": meta.get("node_id"), "content_type": meta.get("image_type") or "image/jpeg",
+            if not isinstance(meta, dict):
+                return
+            node, image_type = meta.get("node_id"), meta.get("image_type")
+            data = {"node": str(node) if isinstance(node, (str, int)) else None,
+                    "content_type": image_type if isinstance(image_type, str) and image_type else "image/jpeg",
                     "image": raw[8 + word:]}
-            self._deliver(meta.get("prompt_id"), {"type": "preview", "data": data})
+            self._deliver(_prompt_id(meta.get("prompt_id")), {"type": "preview", "data": data})
 
     # -- HTTP ----------------------------------------------------------------------------------------------------
 
@@ -211,8 +239,10 @@ class ComfyClient:
         """(status, content type, body) of one request; raises Unreachable when ComfyUI does not answer."""
         return self._call(self._request(method, path, timeout, **kwargs), timeout + 5)
 
-    def call(self, method: str, path: str, *, timeout: float = 30.0, **kwargs: Any) -> Any:
-        """The parsed JSON answer (None for an empty body); HTTPStatusError for an error status."""
+    def call(self, method: str, path: str, *, timeout: float = 30.0, expect: type | None = None,
+             **kwargs: Any) -> Any:
+        """The parsed JSON answer (None for an empty body); HTTPStatusError for an error status. ``expect``: the
+        type the answer must have (dict, list), else BadAnswer."""
         status, _, body = self.request(method, path, timeout=timeout, **kwargs)
         try:
             parsed = json.loads(body) if body.strip() else None
@@ -220,33 +250,59 @@ class ComfyClient:
             parsed = body.decode("utf-8", "replace")
         if status >= 400:
             raise HTTPStatusError(method, path, status, parsed)
+        if expect is not None and not isinstance(parsed, expect):
+            raise BadAnswer(f"ComfyUI at {self.base_url} answered {method} {path} with HTTP {status} and "
+                            f"{str(parsed)[:200]!r}, not a JSON {expect.__name__}; is something else on that URL?")
         return parsed
+
+    def queue(self, timeout: float = 10.0) -> dict[str, list[str]]:
+        """The ids of the prompts ComfyUI runs and of those pending: ``{"running": [...], "pending": [...]}``."""
+        state = self.call("GET", "/queue", timeout=timeout, expect=dict)
+        ids: dict[str, list[str]] = {}
+        for kind in ("running", "pending"):
+            items = state.get(f"queue_{kind}")
+            if not isinstance(items, list):
+                raise BadAnswer(f"ComfyUI at {self.base_url} answered GET /queue without a {kind} list")
+            # Each item is [number, prompt_id, prompt, extra_data, outputs_to_execute].
+            ids[kind] = [item[1] for item in items
+                         if isinstance(item, list) and len(item) > 1 and isinstance(item[1], str)]
+        return ids
 
     def queue_state(self, prompt_id: str, timeout: float = 10.0) -> str | None:
         """"running", "pending" or None (not in ComfyUI's queue)."""
-        state = self.call("GET", "/queue", timeout=timeout)
-        for kind, items in (("running", state.get("queue_running")), ("pending", state.get("queue_pending"))):
-            if any(len(item) > 1 and item[1] == prompt_id for item in items or ()):
-                return kind
-        return None
+        return next((kind for kind, ids in self.queue(timeout).items() if prompt_id in ids), None)
 
-    def history(self, prompt_id: str) -> dict[str, Any] | None:
-        return (self.call("GET", f"/history/{prompt_id}", timeout=10) or {}).get(prompt_id)
+    def history(self, prompt_id: str, timeout: float = 10.0) -> dict[str, Any] | None:
+        entry = self.call("GET", f"/history/{prompt_id}", timeout=timeout, expect=dict).get(prompt_id)
+        if entry is not None and not isinstance(entry, dict):
+            raise BadAnswer(f"ComfyUI at {self.base_url} answered GET /history/{prompt_id} with an entry that is "
+                            f"not an object: {str(entry)[:200]!r}")
+        return entry
 
     def upload_image(self, filename: str, data: bytes, subfolder: str) -> dict[str, Any]:
+        """ComfyUI's ``{name, subfolder, type}`` of the uploaded file."""
         form = aiohttp.FormData()
         form.add_field("image", data, filename=filename, content_type="application/octet-stream")
         form.add_field("type", "input")
         form.add_field("subfolder", subfolder)
         form.add_field("overwrite", "true")
-        return self.call("POST", "/upload/image", data=form, timeout=120)
+        answer = self.call("POST", "/upload/image", data=form, timeout=120, expect=dict)
+        if not isinstance(answer.get("name"), str) or not isinstance(answer.get("subfolder") or "", str):
+            raise BadAnswer(f"ComfyUI at {self.base_url} answered the upload of {filename!r} without its name: "
+                            f"{str(answer)[:200]!r}")
+        return answer
 
-    def view(self, filename: str, subfolder: str, kind: str) -> tuple[bytes, str] | None:
-        """(bytes, content type) of one of ComfyUI's files, None when it is not there (404)."""
-        status, content_type, body = self.request(
+    def view(self, filename: str, subfolder: str, kind: str) -> bytes | None:
+        """One of ComfyUI's files, None when it is not there (404). Its Content-Type is not used: comfygate
+        names types by extension (engines/media.py)."""
+        status, _, body = self.request(
             "GET", "/view", params={"filename": filename, "subfolder": subfolder, "type": kind}, timeout=300)
         if status == 404:
             return None
         if status >= 400:
             raise HTTPStatusError("GET", f"/view?filename={filename}", status, body[:300])
-        return body, content_type
+        return body
+
+def _prompt_id(value: Any) -> str | None:
+    """A frame's prompt id when it is one (a string); custom nodes' frames may put anything there."""
+    return value if isinstance(value, str) and value else None

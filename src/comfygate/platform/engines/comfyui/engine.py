@@ -1,7 +1,7 @@
 """The ``comfyui`` engine: runs prompts on a real ComfyUI server on this host, attached by URL or supervised.
 
 One engine per worker process: one client id (a websocket) shared by the worker's threads, each of which
-runs its own jobs through :class:`PromptRun`.
+runs its own jobs through :class:`PromptRun`, and one reaper that cleans up after prompts jobs gave up on.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from comfygate.settings import Settings
 from ..base import Capabilities, EngineJob, EngineResult, EngineUnavailable
 from .client import ComfyClient, HTTPStatusError, Unreachable
 from .paths import ComfyDirs
+from .reaper import Reaper
 from .run import PromptRun
 from .supervisor import StartFailed, Supervisor
 
@@ -47,6 +48,7 @@ class ComfyUIEngine:
         self.start_timeout = start_timeout
         self.unreachable_grace = unreachable_grace
         self.client = ComfyClient(self.url, uuid.uuid4().hex)
+        self.reaper = Reaper(self.client, dirs)
         self._warned_files_left = False
 
     @classmethod
@@ -100,23 +102,24 @@ class ComfyUIEngine:
     def free_memory(self) -> None:
         try:
             self.client.call("POST", "/free", json={"unload_models": True, "free_memory": True})
-        except Unreachable as exc:
+        except (Unreachable, HTTPStatusError) as exc:
             raise EngineUnavailable(str(exc)) from exc
 
     def capabilities(self) -> Capabilities:
         try:
-            object_info = self.client.call("GET", "/object_info", timeout=120)
+            object_info = self.client.call("GET", "/object_info", timeout=120, expect=dict)
             models: dict[str, list[str]] = {}
-            for folder in self.client.call("GET", "/models") or ():
+            for folder in self.client.call("GET", "/models", expect=list):
                 try:
-                    models[folder] = list(self.client.call("GET", f"/models/{quote(folder, safe='')}") or ())
+                    models[folder] = self.client.call("GET", f"/models/{quote(str(folder), safe='')}", expect=list)
                 except HTTPStatusError:
                     continue  # a folder ComfyUI lists but cannot list files of
-        except Unreachable as exc:
+        except (Unreachable, HTTPStatusError) as exc:
             raise EngineUnavailable(str(exc)) from exc
-        return Capabilities(object_info=object_info or {}, models=models)
+        return Capabilities(object_info=object_info, models=models)
 
     def close(self) -> None:
+        self.reaper.close()  # before the client it uses
         self.client.close()
         if self.supervisor is not None:
             self.supervisor.stop()

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["PromptFollower"]
+__all__ = ["PromptFollower", "cached_nodes"]
 
 # Frames passed on as run events, under their ComfyUI names (base.py); progress_state and status are not.
 _PASSED_ON = {"execution_start", "execution_cached", "executing", "progress", "executed", "execution_success",
@@ -36,7 +36,7 @@ class PromptFollower:
         kind, data = message["type"], message.get("data") or {}
         self.heard = True
         if kind == "execution_cached":
-            self.cached.extend(str(n) for n in data.get("nodes") or () if str(n) not in self.cached)
+            self._add_cached(data.get("nodes"))
         elif kind == "executing":
             self._node_started(data.get("node"))
             if data.get("node") is None:
@@ -44,7 +44,8 @@ class PromptFollower:
         elif kind == "progress":
             self._progress_node = data.get("node")
         elif kind == "executed" and data.get("node") is not None:
-            self.executed[str(data["node"])] = data.get("output") or {}
+            output = data.get("output")
+            self.executed[str(data["node"])] = output if isinstance(output, dict) else {}
         elif kind == "execution_error":
             self.error = data
         elif kind == "execution_interrupted":
@@ -67,11 +68,30 @@ class PromptFollower:
 
     def apply_history(self, entry: dict[str, Any]) -> None:
         """Fills in from a history entry what lost frames would have said."""
-        for kind, data in (entry.get("status") or {}).get("messages") or ():
-            if kind == "execution_cached":
-                self.cached.extend(str(n) for n in data.get("nodes") or () if str(n) not in self.cached)
-            elif kind == "execution_error" and self.error is None:
+        self._add_cached(cached_nodes(entry))
+        for kind, data in _history_messages(entry):
+            if kind == "execution_error" and self.error is None:
                 self.error = data
             elif kind == "execution_interrupted" and self.interrupted is None:
                 self.interrupted = data
         self.ended = True
+
+    def _add_cached(self, nodes: Any) -> None:
+        if isinstance(nodes, list):
+            self.cached.extend(str(n) for n in nodes if str(n) not in self.cached)
+
+
+def cached_nodes(entry: dict[str, Any]) -> list[str]:
+    """The nodes a history entry says ComfyUI answered from its cache."""
+    return [str(node) for kind, data in _history_messages(entry) if kind == "execution_cached"
+            and isinstance(data.get("nodes"), list) for node in data["nodes"]]
+
+
+def _history_messages(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The ``[event, data]`` messages of a history entry's status (those of a readable shape)."""
+    status = entry.get("status")
+    messages = status.get("messages") if isinstance(status, dict) else None
+    if not isinstance(messages, list):
+        return []
+    return [(item[0], item[1]) for item in messages
+            if isinstance(item, list) and len(item) == 2 and isinstance(item[1], dict)]

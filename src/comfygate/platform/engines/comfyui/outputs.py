@@ -48,12 +48,13 @@ def fetch_outputs(client: ComfyClient, ui_outputs: Mapping[str, Any], executed: 
         for ref in file_refs(node, ui):
             if ref.type != "output":
                 continue  # previews (temp) are not results
-            fetched = client.view(ref.filename, ref.subfolder, ref.type)
-            if fetched is None:
+            data = client.view(ref.filename, ref.subfolder, ref.type)
+            if data is None:
                 raise NodeExecutionError(node, class_type, f"ComfyUI names output file "
                                          f"{ref.subfolder}/{ref.filename} but does not have it", "FileNotFoundError")
-            data, served_as = fetched
-            media = content_type(ref.filename, served_as)
+            # By extension only, as the API serves it: ComfyUI's own type for one we do not know (image/svg+xml,
+            # text/html...) would be refused by the gate, or served inline from the API's origin.
+            media = content_type_for(ref.filename)
             width, height = image_size(data, media, ref.animated)
             outputs.append(EngineOutput(node_id=node, class_type=class_type, filename=ref.filename, data=data,
                                         content_type=media, width=width, height=height))
@@ -96,14 +97,6 @@ def text_outputs(node_id: str, class_type: str, ui: Mapping[str, Any]) -> list[E
     return [EngineOutput(node_id=node_id, class_type=class_type, filename=f"{node_id}_text_{n}.txt",
                          data=text.encode("utf-8"), content_type=TEXT_TYPE)
             for n, text in enumerate(strings, start=1)]
-
-
-def content_type(filename: str, served_as: str) -> str:
-    """By extension, as the API serves it; what ComfyUI sent for extensions we do not know."""
-    by_name = content_type_for(filename)
-    if by_name == "application/octet-stream" and served_as:
-        return served_as.split(";")[0].strip() or by_name
-    return by_name
 
 
 def image_size(data: bytes, media_type: str, animated: bool) -> tuple[int | None, int | None]:

@@ -13,9 +13,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ComfyDirs"]
+__all__ = ["COMFYGATE_FOLDER", "ComfyDirs", "prompt_folder"]
 
 log = logging.getLogger(__name__)
+
+# comfygate's folder in ComfyUI's input and output folders: each prompt saves into output/comfygate/<prompt id>/,
+# each job's uploads go to input/comfygate/<prompt id of its first submission>/.
+COMFYGATE_FOLDER = "comfygate"
+
+
+def prompt_folder(prompt_id: str) -> str:
+    """The subfolder (of ComfyUI's output folder) a prompt saves into, or (of its input folder) its uploads."""
+    return f"{COMFYGATE_FOLDER}/{prompt_id}"
 
 
 @dataclass(frozen=True)
