@@ -301,3 +301,16 @@ def test_a_worker_killed_with_sigkill_leaves_no_comfyui_behind(comfy: ComfyStack
             return True
 
     wait_for(gone, 10, "the orphaned ComfyUI to be killed with its worker")
+
+
+def test_a_filename_prefix_that_leaves_the_output_folder_is_refused_before_anything_runs(comfy: ComfyStack) -> None:
+    stack = comfy.stack
+    pushed = stack.push_ok("prefix-comfy", slow_workflow(), {"prefix": {"node": "6", "input": "filename_prefix"}},
+                           policy=LENIENT_POLICY)
+    before = stack.count_runs()
+    for bad in ("../../outside/x", "/etc/x"):
+        response = stack.post(pushed["run_url"], {"inputs": {"prefix": bad}})
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["details"]["errors"][0]["input"] == "prefix" and "filename_prefix" in error["message"]
+    assert stack.count_runs() == before

@@ -24,6 +24,7 @@ from comfygate.comfy_runtime import (
     bind_inputs,
     validate_prompt,
 )
+from comfygate.comfy_runtime.paths import unsafe_name_reason
 from comfygate.platform.errors import Conflict, NotFound, OutputWithheld, Unprocessable
 from comfygate.platform.models import Run, RunOutput, RunStatus, Workflow, WorkflowVersion, new_id, utcnow
 from comfygate.platform.pools import PoolSchemas, schemas_for_pool
@@ -116,6 +117,7 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
         raise _pool_lacks(exc, pool) from exc
     except WorkflowInvalid as exc:
         raise _node_checks_failed(exc, exposed) from exc
+    _check_output_names(prompt, exposed)
     # Stored only once every input is valid: a refused request leaves nothing behind.
     for image in images:
         store_input_image(storage, image)
@@ -132,6 +134,23 @@ def _pool_lacks(exc: WorkflowInvalid, pool: PoolSchemas) -> Unprocessable:
     """The pool's workers reported other nodes since the version was uploaded: not the caller's inputs."""
     return Unprocessable(f"this workflow version cannot run on pool {pool.pool!r} as it reports its nodes now: "
                          f"{exc}", details={**exc.to_dict(), "checked_against": pool.checked_against()})
+
+
+def _check_output_names(prompt: Mapping[str, Any], exposed: list[ExposedInput]) -> None:
+    """Every save node's ``filename_prefix`` must name a place inside the engine's output folder. The built-in
+    SaveImage checks its own; a ComfyUI pool's nodes have no such check here, and ComfyUI would write a
+    "../x" prefix beside the run's folder, so the platform refuses it for every node."""
+    by_target = {(e.node_id, e.input_name): e.name for e in exposed}
+    errors = []
+    for node_id, node in prompt.items():
+        prefix = node.get("inputs", {}).get("filename_prefix") if isinstance(node, dict) else None
+        reason = unsafe_name_reason(prefix) if isinstance(prefix, str) else None
+        if reason is not None:
+            errors.append({"input": by_target.get((node_id, "filename_prefix"), ""), "node": node_id,
+                           "message": f"filename_prefix {prefix[:100]!r} is not allowed: {reason}"})
+    if errors:
+        message = "; ".join(f"{e['input'] or 'node ' + e['node']}: {e['message']}" for e in errors)
+        raise Unprocessable(f"invalid inputs: {message}", details={"errors": errors})
 
 
 def _problem_text(problem: dict[str, Any]) -> str:

@@ -63,6 +63,13 @@ def saving_into(prompt: dict[str, Any], folder: str) -> dict[str, Any]:
 
 def _saving_into(node: Any, folder: str) -> Any:
     inputs = node.get("inputs") if isinstance(node, dict) else None
-    if not isinstance(inputs, dict) or not isinstance(inputs.get("filename_prefix"), str):
+    prefix = inputs.get("filename_prefix") if isinstance(inputs, dict) else None
+    if not isinstance(prefix, str):
         return node
-    return {**node, "inputs": {**inputs, "filename_prefix": f"{folder}/{inputs['filename_prefix']}"}}
+    # The API refuses such prefixes before a run exists; this guards the folder of prompts from elsewhere.
+    parts = prefix.replace("\\", "/").split("/")
+    if prefix.startswith("/") or ".." in parts:
+        raise WorkflowInvalid({"type": "prompt_outputs_failed_validation", "message": "unsafe filename_prefix",
+                               "details": f"filename_prefix {prefix[:100]!r} leaves the run's output folder",
+                               "extra_info": {}})
+    return {**node, "inputs": {**inputs, "filename_prefix": f"{folder}/{prefix}"}}

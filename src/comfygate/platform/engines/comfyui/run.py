@@ -203,7 +203,8 @@ class PromptRun:
                     run.follower.apply_history(entry)
                 return entry
             self.engine.check_alive(generation)
-            self._check_stop(run.prompt_id, now)
+            if self._check_stop(run.prompt_id, now):
+                watch.next_poll = now  # a prompt taken off the queue sends no frame: only a poll sees it gone
             if now >= watch.next_poll and frames.empty():  # frames first: a poll must not overtake them
                 ended, entry = self._poll(run, watch, now)
                 if ended:
@@ -307,18 +308,22 @@ class PromptRun:
 
     # -- stopping ------------------------------------------------------------------------------------------------
 
-    def _check_stop(self, prompt_id: str, now: float) -> None:
+    def _check_stop(self, prompt_id: str, now: float) -> bool:
+        """Stops the prompt once the job asks (True when the stop was sent now); raises RunInterrupted when
+        ComfyUI has not confirmed it within STOP_GRACE."""
         if self.stop is None:
             reason = self.job.stop_reason()
             if reason is None:
-                return
+                return False
             self.stop = (reason, now)
             log.info("stopping ComfyUI prompt %s (%s)", prompt_id, reason)
             self._stop_quietly(prompt_id)
-        elif now - self.stop[1] >= STOP_GRACE:
+            return True
+        if now - self.stop[1] >= STOP_GRACE:
             log.warning("ComfyUI did not confirm stopping prompt %s within %g s; leaving it", prompt_id,
                         STOP_GRACE)
             raise RunInterrupted(self.stop[0], None, f"run {self.stop[0]}; ComfyUI did not confirm the stop")
+        return False
 
     def _stop_quietly(self, prompt_id: str) -> None:
         try:
