@@ -14,7 +14,8 @@ from typing import Any
 import aiohttp
 from PIL import Image
 
-RECORDINGS = Path("/work/shared/reference/comfyui-0.3.64-protocol")
+# The recordings sit in shared/ beside the checkout, as the object_info reference does.
+RECORDINGS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "comfyui-0.3.64-protocol"
 FRAME_TIMEOUT_SECONDS = 20.0
 
 
