@@ -1,5 +1,5 @@
 """A ComfyUI 0.3.64 stand-in for tests: a real server process on loopback that answers in the shapes and
-orders recorded from ComfyUI (/work/shared/reference/comfyui-0.3.64-protocol) and executes prompts with
+orders recorded from ComfyUI (shared/reference/comfyui-0.3.64-protocol beside the checkout) and executes prompts with
 comfygate's own executor.
 
 Start one with :func:`standin_process` (a context manager) or :func:`start_standin`; :func:`make_install`
