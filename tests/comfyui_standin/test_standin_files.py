@@ -180,9 +180,10 @@ def test_fake_install_kill_restart_history_lag_and_object_info_recording_11(tmp_
         asyncio.run(_before_and_crash(first))
     finally:
         first.kill()
+    assert first.process.returncode == -9  # SIGKILL, as recorded: no shutdown ran
     second = start_standin(install, port=port, history_lag_ms=300, object_info=recorded_object_info(tmp_path))
     try:
-        asyncio.run(_after_restart(second))
+        asyncio.run(_after_restart(second))  # asserts what the restarted server says (recording 11)
     finally:
         second.stop()
 

@@ -300,7 +300,7 @@ def test_a_worker_killed_with_sigkill_leaves_no_comfyui_behind(comfy: ComfyStack
         except FileNotFoundError:
             return True
 
-    wait_for(gone, 10, "the orphaned ComfyUI to be killed with its worker")
+    assert wait_for(gone, 10, "the orphaned ComfyUI to be killed with its worker")
 
 
 def test_a_filename_prefix_that_leaves_the_output_folder_is_refused_before_anything_runs(comfy: ComfyStack) -> None:
