@@ -7,7 +7,9 @@ place: a rename within one folder is atomic, so the consumer sees whole messages
 
 The exchange tables (which queue an exchange routes to) had the same flaw: the stock bind creates the table
 file empty and fills it afterwards, so a sender binding at the same moment could read it empty or truncate
-it. Here a new table appears whole (hard-linked into place) and an existing one is updated under its lock.
+it. Here a new table appears whole (hard-linked into place), an existing one is updated under its lock, and
+every channel makes sure the table holds its binding before it sends (kombu skips a binding that another
+channel of the same process declared first, possibly before that channel wrote the table).
 """
 
 from __future__ import annotations
@@ -41,6 +43,16 @@ class Channel(filesystem.Channel):
         except OSError as exc:
             raise ChannelError(f"cannot add message {name!r} to {self.data_folder_out!r}") from exc
 
+
+    def queue_bind(self, queue: str, exchange: str | None = None, routing_key: str = "", arguments: Any = None,
+                   **kwargs: Any) -> None:
+        # kombu skips a binding another channel of this process declared, maybe before that channel wrote the
+        # exchange table; a message sent meanwhile would be routed nowhere. So the table is checked here too.
+        exchange = exchange or "amq.direct"
+        declared_elsewhere = self.state.has_binding(queue, exchange, routing_key)
+        super().queue_bind(queue, exchange, routing_key, arguments, **kwargs)
+        if declared_elsewhere:
+            self._queue_bind(exchange, *self.typeof(exchange).prepare_bind(queue, exchange, routing_key, arguments))
 
     def _queue_bind(self, exchange: str, routing_key: str, pattern: str, queue: str) -> None:
         table = self._exchange_file(exchange)
