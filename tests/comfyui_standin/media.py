@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .files import save_target, temp_prefix
-from .nodes import FILES_KEY, HIDDEN, HIDDEN_V3, PREFIX_TOOLTIP, StandinNode, pictures
+from .nodes import FILES_KEY, HIDDEN, HIDDEN_V3, PREFIX_TOOLTIP, StandinNode, StandinOutputNode, pictures
 
 __all__ = ["MEDIA_DISPLAY_NAMES", "MEDIA_NODES", "StandinMesh", "StandinVideo"]
 
@@ -135,12 +135,10 @@ class CreateVideo(StandinNode):
         return (StandinVideo(images, fps, audio),)
 
 
-class SaveVideo(StandinNode):
+class SaveVideo(StandinOutputNode):
     PYTHON_MODULE = "comfy_extras.nodes_video"
     CATEGORY = "image/video"
     DESCRIPTION = "Saves the input images to your ComfyUI output directory."
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
     FUNCTION = "save"
 
     @classmethod
@@ -160,11 +158,9 @@ class SaveVideo(StandinNode):
         return {"ui": {FILES_KEY: [target.record(0, "mp4", "output")], "animated": [True]}}
 
 
-class SaveWEBM(StandinNode):
+class SaveWEBM(StandinOutputNode):
     PYTHON_MODULE = "comfy_extras.nodes_video"
     CATEGORY = "image/video"
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
     FUNCTION = "save"
 
     @classmethod
@@ -188,13 +184,11 @@ class SaveWEBM(StandinNode):
         return {"ui": {FILES_KEY: [target.record(0, "webm", "output")], "animated": [True]}}
 
 
-class SaveAudio(StandinNode):
+class SaveAudio(StandinOutputNode):
     """FLAC into output/ (PreviewAudio: into temp/); MP3 and Opus subclasses change the encoder."""
 
     PYTHON_MODULE = "comfy_extras.nodes_audio"
     CATEGORY = "audio"
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
     FUNCTION = "save_audio"
     extension, container, codec, kind = "flac", "flac", "flac", "output"
     QUALITIES: dict[str, tuple[int | None, dict[str, str]]] = {}  # choice -> (bit rate, encoder options)
@@ -281,11 +275,9 @@ def glb_bytes(vertices: np.ndarray, faces: np.ndarray) -> bytes:
             + struct.pack("<I4s", len(binary), b"BIN\0") + binary)
 
 
-class SaveGLB(StandinNode):
+class SaveGLB(StandinOutputNode):
     PYTHON_MODULE = "comfy_extras.nodes_hunyuan3d"
     CATEGORY = "3d"
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
     FUNCTION = "save"
 
     @classmethod

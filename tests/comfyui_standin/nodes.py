@@ -79,11 +79,16 @@ class StandinNode:
     PYTHON_MODULE = "custom_nodes.comfyui_standin"  # /object_info's python_module: where ComfyUI has the node
 
 
-class SaveImage(StandinNode):
-    PYTHON_MODULE = "nodes"
-    DESCRIPTION = "Saves the input images to your ComfyUI output directory."
+class StandinOutputNode(StandinNode):
+    """A node that saves or shows something and returns nothing (ComfyUI's output nodes)."""
+
     RETURN_TYPES = ()
     OUTPUT_NODE = True
+
+
+class SaveImage(StandinOutputNode):
+    PYTHON_MODULE = "nodes"
+    DESCRIPTION = "Saves the input images to your ComfyUI output directory."
     FUNCTION = "save_images"
     kind, compress_level = "output", 4
 
@@ -119,11 +124,9 @@ def _fps() -> tuple:
     return ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0, "step": 0.01})
 
 
-class SaveAnimatedWEBP(StandinNode):
+class SaveAnimatedWEBP(StandinOutputNode):
     PYTHON_MODULE = "comfy_extras.nodes_images"
     CATEGORY = "image/animation"
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
     FUNCTION = "save_images"
     METHODS = {"default": 4, "fastest": 0, "slowest": 6}
 
@@ -143,11 +146,9 @@ class SaveAnimatedWEBP(StandinNode):
         return {"ui": {FILES_KEY: [target.record(0, "webp", "output")], "animated": [len(frames) != 1]}}
 
 
-class SaveAnimatedPNG(StandinNode):
+class SaveAnimatedPNG(StandinOutputNode):
     PYTHON_MODULE = "comfy_extras.nodes_images"
     CATEGORY = "image/animation"
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
     FUNCTION = "save_images"
 
     @classmethod
@@ -164,11 +165,9 @@ class SaveAnimatedPNG(StandinNode):
         return {"ui": {FILES_KEY: [target.record(0, "png", "output")], "animated": [True]}}
 
 
-class SaveLatent(StandinNode):
+class SaveLatent(StandinOutputNode):
     PYTHON_MODULE = "nodes"
     CATEGORY = "_for_testing"
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
     FUNCTION = "save"
 
     @classmethod
@@ -199,11 +198,9 @@ def preview_text(source: Any) -> str:
         return str(source)
 
 
-class PreviewAny(StandinNode):
+class PreviewAny(StandinOutputNode):
     PYTHON_MODULE = "comfy_extras.nodes_preview_any"
     CATEGORY = "utils"
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
     FUNCTION = "main"
 
     @classmethod
@@ -237,14 +234,12 @@ class StandinOutOfMemory(StandinNode):
         return (image,)
 
 
-class StandinSaveFile(StandinNode):
+class StandinSaveFile(StandinOutputNode):
     """Waits ``seconds`` without ever checking for an interrupt (as a node that encodes a long video does), then
     saves ``text`` as ``<prefix>_NNNNN_.<extension>`` in output/ (an .svg as SaveSVGNode writes one)."""
 
     CATEGORY = "testing"
     DESCRIPTION = "Saves text as a file after a wait that ignores interrupts (tests only)."
-    RETURN_TYPES = ()
-    OUTPUT_NODE = True
     FUNCTION = "save"
 
     @classmethod

@@ -62,6 +62,20 @@ def _wrong_container(container: Any, candidate: Candidate, kind: str, formats: f
     return Decoded(kind).failed("wrong_type", f"content type is {candidate.content_type!r} but the data is {what}")
 
 
+def _first_stream(container: Any, candidate: Candidate, kind: str, formats: frozenset[str]
+                  ) -> tuple[Any, Decoded | None]:
+    """The container's first ``kind`` ("video" or "audio") stream, or the failed Decoded saying why there is
+    none: another container format than the content type names, or no such stream in it."""
+    wrong = _wrong_container(container, candidate, kind, formats)
+    if wrong is not None:
+        return None, wrong
+    streams = getattr(container.streams, kind)
+    if not streams:
+        return None, Decoded(kind).failed("wrong_type", f"content type is {candidate.content_type!r} but the data "
+                                                        f"has no {kind} stream")
+    return streams[0], None
+
+
 def _declared_seconds(container: Any, stream: Any) -> float | None:
     """How long the file says the stream is: its own duration, else the container's when it is the only
     stream (another stream, an audio track, may be the longer one)."""
@@ -76,13 +90,9 @@ def _declared_seconds(container: Any, stream: Any) -> float | None:
 
 def _read_video(container: Any, candidate: Candidate, formats: frozenset[str], max_pixels: int,
                 max_frames: int) -> Decoded:
-    wrong = _wrong_container(container, candidate, "video", formats)
+    stream, wrong = _first_stream(container, candidate, "video", formats)
     if wrong is not None:
         return wrong
-    if not container.streams.video:
-        return Decoded("video").failed("wrong_type", f"content type is {candidate.content_type!r} but the data "
-                                                     "has no video stream")
-    stream = container.streams.video[0]
     width, height = stream.codec_context.width, stream.codec_context.height
     if width * height > max_pixels:
         return Decoded("video").failed("undecodable", f"video is {width}x{height}, more than {max_pixels} pixels")
@@ -167,13 +177,9 @@ def _frame_at(container: Any, stream: Any, pts: int) -> Any:
 # ---- audio ---------------------------------------------------------------------------------------------------
 
 def _read_audio(container: Any, candidate: Candidate, formats: frozenset[str]) -> Decoded:
-    wrong = _wrong_container(container, candidate, "audio", formats)
+    stream, wrong = _first_stream(container, candidate, "audio", formats)
     if wrong is not None:
         return wrong
-    if not container.streams.audio:
-        return Decoded("audio").failed("wrong_type", f"content type is {candidate.content_type!r} but the data "
-                                                     "has no audio stream")
-    stream = container.streams.audio[0]
     # Every sample as 32-bit float in -1..1 (channels interleaved), whatever the codec's own format.
     resampler = av.AudioResampler(format="flt")
     samples, values, squares = 0, 0, 0.0
