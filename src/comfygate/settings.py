@@ -173,6 +173,37 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "How many times a run is tried before the watchdog fails it. Default 3.", int),
     SettingSpec("watchdog_seconds", "COMFYGATE_WATCHDOG_SECONDS",
                 "How often the watchdog looks for lost runs. Default 5.", float),
+    SettingSpec("broker_lost_seconds", "COMFYGATE_BROKER_LOST_SECONDS",
+                "How long a worker may go without a working broker connection; after that its /ready answers "
+                "503 and it exits so its supervisor starts a fresh one. Default 30.", float),
+    SettingSpec("rate_limit_requests_per_second", "COMFYGATE_RATE_LIMIT_REQUESTS_PER_SECOND",
+                "Requests per second one API key may make (a token bucket holding twice this for bursts); over "
+                "it: 429 with Retry-After. 0: no limit. Per-key overrides: `comfygate keys create --limit`. "
+                "Default 50.", float),
+    SettingSpec("rate_limit_runs_per_minute", "COMFYGATE_RATE_LIMIT_RUNS_PER_MINUTE",
+                "Runs one API key may start per minute (a token bucket of this size). 0: no limit. Default 120.",
+                int),
+    SettingSpec("rate_limit_concurrent_runs", "COMFYGATE_RATE_LIMIT_CONCURRENT_RUNS",
+                "Runs of one API key that may be queued or running at once. 0: no limit. Default 32.", int),
+    SettingSpec("rate_limit_runs_per_day", "COMFYGATE_RATE_LIMIT_RUNS_PER_DAY",
+                "Runs one API key may start in 24 hours. 0: no limit. Default 0.", int),
+    SettingSpec("limits_redis_url", "COMFYGATE_LIMITS_REDIS_URL",
+                "Redis URL where API processes share rate-limit buckets and login throttles. Default: the "
+                "broker's URL when the broker is Redis; else each process keeps its own (the embedded default "
+                "runs one API process)."),
+    SettingSpec("webhook_allow", "COMFYGATE_WEBHOOK_ALLOW",
+                "Comma-separated host names and networks (receiver.internal, 10.1.2.0/24, ::1) that webhooks may "
+                "reach although they are internal. Every other loopback, private, link-local, multicast, "
+                "reserved or unspecified target is refused. Default: none.", _names),
+    SettingSpec("max_run_pixels", "COMFYGATE_MAX_RUN_PIXELS",
+                "Largest image (width x height) a run may ask a node for; over it the run or upload is refused "
+                "with 422 naming the input. Default 4194304 (2048 x 2048).", int),
+    SettingSpec("max_batch_size", "COMFYGATE_MAX_BATCH_SIZE",
+                "Largest batch size a run may ask a node for. Default 16.", int),
+    SettingSpec("max_frames", "COMFYGATE_MAX_FRAMES",
+                "Most video frames (length, frames, ...) a run may ask a node for. Default 300.", int),
+    SettingSpec("max_steps", "COMFYGATE_MAX_STEPS",
+                "Most sampler steps a run may ask a node for. Default 150.", int),
     SettingSpec("api_key", "COMFYGATE_API_KEY",
                 "API key the command-line client (`comfygate workflows push`, `comfygate run`) sends."),
     SettingSpec("secure_cookies", "COMFYGATE_SECURE_COOKIES",
@@ -224,6 +255,17 @@ class Settings:
     queued_timeout_seconds: float = 300.0
     max_attempts: int = 3
     watchdog_seconds: float = 5.0
+    broker_lost_seconds: float = 30.0
+    rate_limit_requests_per_second: float = 50.0
+    rate_limit_runs_per_minute: int = 120
+    rate_limit_concurrent_runs: int = 32
+    rate_limit_runs_per_day: int = 0
+    limits_redis_url: str = ""
+    webhook_allow: tuple[str, ...] = field(default_factory=tuple)
+    max_run_pixels: int = 4_194_304
+    max_batch_size: int = 16
+    max_frames: int = 300
+    max_steps: int = 150
     api_key: str = ""
     secure_cookies: bool = False
 
@@ -242,6 +284,8 @@ class Settings:
             object.__setattr__(self, "storage_url", (data_dir / "files").as_uri())
         if not self.public_url:
             object.__setattr__(self, "public_url", f"http://{self.host}:{self.port}")
+        if not self.limits_redis_url and self.uses_redis_broker:
+            object.__setattr__(self, "limits_redis_url", self.broker_url)
         if self.embedded_worker is None:
             object.__setattr__(self, "embedded_worker", self.uses_filesystem_broker)
 

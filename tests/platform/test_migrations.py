@@ -91,7 +91,7 @@ def test_downgrading_0003_gives_the_older_code_policies_and_statuses_it_reads(da
     engine = make_engine(database_url)
     try:
         insert_version_at_0002(engine, V1_POLICY)
-        upgrade(database_url)
+        upgrade(database_url, "0004")  # the rows below are in that schema
         with engine.begin() as connection:
             connection.execute(sa.text("UPDATE workflow_versions SET policy = :policy"), {"policy": json.dumps(
                 {"checks": {"blank": {"review": {"percentile": 10, "fallback": 0.07}}, "aesthetic": {"review": 5}},

@@ -11,8 +11,10 @@ Every error a client can cause maps to one HTTP status and one JSON body, produc
     ├── NotFound                     404  workflow, version, run or output that does not exist
     ├── Conflict                     409  a state change that the current state forbids
     ├── PayloadTooLarge              413  request body or uploaded image over the limit
-    └── Unprocessable                422  the request parsed but its content is invalid
-        └── (carries ``details``: ComfyUI-shaped node_errors, or per-input errors)
+    ├── Unprocessable                422  the request parsed but its content is invalid
+    │   └── (carries ``details``: ComfyUI-shaped node_errors, or per-input errors)
+    ├── TooManyRequests              429  a rate limit or quota of the key, or a login throttle (Retry-After)
+    └── ServiceUnavailable           503  the database or broker is down for now (Retry-After)
 
 Errors of the other subpackages (``comfy_runtime.ComfyRuntimeError``, ``sentinel.PolicyInvalid``) are turned
 into these by the services that call them, so views only ever see ``PlatformError``. Storage failures
@@ -34,6 +36,8 @@ __all__ = [
     "Conflict",
     "PayloadTooLarge",
     "Unprocessable",
+    "TooManyRequests",
+    "ServiceUnavailable",
 ]
 
 
@@ -41,10 +45,12 @@ class PlatformError(Exception):
     status = 500
     code = "internal_error"
 
-    def __init__(self, message: str, *, details: Any = None) -> None:
+    def __init__(self, message: str, *, details: Any = None, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.details = details
+        # Seconds after which the same request may succeed; sent as the Retry-After header (429, 503).
+        self.retry_after = retry_after
 
     def to_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": {"code": self.code, "message": self.message}}
@@ -90,3 +96,13 @@ class PayloadTooLarge(PlatformError):
 class Unprocessable(PlatformError):
     status = 422
     code = "invalid"
+
+
+class TooManyRequests(PlatformError):
+    status = 429
+    code = "rate_limited"
+
+
+class ServiceUnavailable(PlatformError):
+    status = 503
+    code = "unavailable"

@@ -10,14 +10,17 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 __all__ = [
     "Base",
+    "Project",
+    "Membership",
     "User",
     "ApiKey",
+    "AuditEntry",
     "WebSession",
     "Workflow",
     "WorkflowVersion",
@@ -59,11 +62,31 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
 
+class Project(Base):
+    """A team's space: workflows, their runs, outputs, webhooks and review items belong to one project."""
+
+    __tablename__ = "projects"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Membership(Base):
+    """A user's role in a project: admin, developer, reviewer or caller (see platform/access)."""
+
+    __tablename__ = "memberships"
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class User(Base):
     __tablename__ = "users"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
     password_hash: Mapped[str] = mapped_column(String(256))
+    # A server admin: every right in every project (the account the first start makes).
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
@@ -76,8 +99,32 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(32), unique=True)
     secret_hash: Mapped[str] = mapped_column(String(128))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The user the key acts for: it can never do more than that user's roles allow.
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=True,
+                                                index=True)
+    # What the key may do within its user's rights: {"projects": [names] | null, "workflows": [names] | null,
+    # "actions": [...] | null}; null (or a null entry) narrows nothing.
+    scopes: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Per-key overrides of the operator's rate limits and quotas ({"runs_per_minute": 30, ...}; 0: none).
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class AuditEntry(Base):
+    """Append-only: who did what, when, from where (publishes, policy changes, keys, reviews, logins)."""
+
+    __tablename__ = "audit_log"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(160))  # "user:alice", "key:ci (3f2a9c01d4e5)", "cli"
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    api_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    action: Mapped[str] = mapped_column(String(48), index=True)  # "workflow.publish", "policy.change", ...
+    project_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
+    target: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    address: Mapped[str | None] = mapped_column(String(64), nullable=True)  # the client's IP address
 
 
 class WebSession(Base):
@@ -95,6 +142,7 @@ class Workflow(Base):
     __tablename__ = "workflows"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     versions: Mapped[list[WorkflowVersion]] = relationship(
         back_populates="workflow", order_by="WorkflowVersion.number"
@@ -140,6 +188,8 @@ class WorkflowVersion(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    # Per-key quotas count a key's runs in flight and of the last day.
+    __table_args__ = (Index("ix_runs_api_key_queued", "api_key_id", "queued_at"),)
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     version_id: Mapped[int] = mapped_column(ForeignKey("workflow_versions.id"), index=True)
     status: Mapped[str] = mapped_column(String(16), index=True, default=RunStatus.QUEUED)
@@ -158,6 +208,8 @@ class Run(Base):
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     timings: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     api_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"), nullable=True)
+    # Denormalised from the version's workflow: who may see the run is decided without a join.
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
     # Where run.ended / run.reviewed are POSTed (through the webhook_deliveries outbox).
     webhook_url: Mapped[str | None] = mapped_column(String(2048), nullable=True)
     # The gate loop: every generation attempt with its seeds and verdicts, which one was chosen, and why

@@ -7,7 +7,9 @@ from the web UI carry the session's CSRF token, checked before anything changes.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -27,6 +29,8 @@ class Caller:
     is_admin: bool
     api_key_id: int | None = None
     csrf_token: str | None = None
+    # The key's own overrides of the operator's rate limits and quotas (ApiKey.limits); None: the defaults.
+    key_limits: Mapping[str, Any] | None = None
 
 
 CALLER = web.RequestKey("caller", Caller)
@@ -55,7 +59,7 @@ async def _key_caller(request: web.Request, token: str) -> Caller:
         key = await state.call(accounts.authenticate_key, token)
         if key is None:
             raise Unauthorized("unknown or revoked API key")
-        caller = Caller(name=f"key:{key.name}", is_admin=key.is_admin, api_key_id=key.id)
+        caller = Caller(name=f"key:{key.name}", is_admin=key.is_admin, api_key_id=key.id, key_limits=key.limits)
         state.key_cache.put(token, caller)
     return caller
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -36,9 +37,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except PlatformError as exc:
+        headers = {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
         if _wants_json(request):
-            return web.json_response(exc.to_dict(), status=exc.status)
-        return web.Response(text=f"{exc.status}: {exc.message}", status=exc.status)
+            return web.json_response(exc.to_dict(), status=exc.status, headers=headers)
+        return web.Response(text=f"{exc.status}: {exc.message}", status=exc.status, headers=headers)
     except web.HTTPException as exc:
         if exc.status < 400 or not _wants_json(request):
             raise

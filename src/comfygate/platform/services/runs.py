@@ -123,7 +123,8 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
         store_input_image(storage, image)
     now = utcnow()
     # dispatched_at is set now: the caller sends the task right after this commits.
-    run = Run(id=run_id or new_id(), version_id=version.id, status=RunStatus.QUEUED, inputs=values,
+    run = Run(id=run_id or new_id(), version_id=version.id, project_id=version.workflow.project_id,
+              status=RunStatus.QUEUED, inputs=values,
               prompt=prompt, api_key_id=api_key_id, queued_at=now, dispatched_at=now, webhook_url=webhook_url)
     session.add(run)
     session.flush()

@@ -27,6 +27,7 @@ from comfygate.comfy_runtime import (
     input_schema,
     load_valid_workflow,
 )
+from comfygate.platform.access.projects import default_project
 from comfygate.platform.errors import NotFound, Unprocessable
 from comfygate.platform.models import Workflow, WorkflowVersion, utcnow
 from comfygate.platform.pools import DEFAULT_POOL, PoolSchemas, check_pool_name, schemas_for_pool
@@ -179,9 +180,10 @@ def _schema_for(exposed: list[ExposedInput]) -> dict[str, Any]:
 
 def push_version(session: Session, registry: NodeRegistry, *, name: Any, workflow: Any,
                  inputs_spec: Any = None, policy: Any = None, pool: Any = None, timeout_seconds: Any = None,
-                 default_pool: str = DEFAULT_POOL) -> PushResult:
+                 default_pool: str = DEFAULT_POOL, project_id: int | None = None) -> PushResult:
     """Store the upload as a new version, or find the same one. ``pool`` None: ``default_pool`` (the API
-    server's own, so its embedded worker runs it). Checked against the pool's reported node schemas."""
+    server's own, so its embedded worker runs it). Checked against the pool's reported node schemas. A new
+    workflow goes to ``project_id`` (None: the default project)."""
     name = _check_name(name)
     pool_name = default_pool if pool is None else check_pool_name(pool)
     timeout = _check_timeout(timeout_seconds)
@@ -192,7 +194,7 @@ def push_version(session: Session, registry: NodeRegistry, *, name: Any, workflo
 
     wf = session.scalars(select(Workflow).where(Workflow.name == name)).one_or_none()
     if wf is None:
-        wf = Workflow(name=name)
+        wf = Workflow(name=name, project_id=project_id or default_project(session).id)
         session.add(wf)
         try:
             session.flush()

@@ -1,0 +1,1 @@
+"""Who may do what: projects, roles, key scopes, and the audit log."""
