@@ -21,11 +21,15 @@ PROMPT = {
 }
 
 
-def test_default_exposes_every_constant_widget(registry):
+def test_default_exposes_every_constant_widget_but_output_paths(registry):
     names = [e.name for e in expose_inputs(PROMPT, registry, None)]
     assert names[:4] == ["1.width", "1.height", "1.batch_size", "1.color"]
     assert "2.image" not in names and "2.upscale_method" in names
-    assert {"4.image", "5.resize_source", "6.filename_prefix"} <= set(names)
+    assert {"4.image", "5.resize_source"} <= set(names)
+    # Where a node writes is not the caller's to choose unless the workflow's spec says so.
+    assert "6.filename_prefix" not in names
+    named = expose_inputs(PROMPT, registry, {"prefix": {"node": "6", "input": "filename_prefix"}})
+    assert [(e.name, e.input_name) for e in named] == [("prefix", "filename_prefix")]
 
 
 def test_schema_per_kind(registry):
@@ -33,7 +37,8 @@ def test_schema_per_kind(registry):
     assert exposed["1.width"].kind == "int"
     assert exposed["1.width"].schema == {"type": "integer", "minimum": 1, "maximum": 16384, "default": 64}
     assert exposed["3.sigma"].schema == {"type": "number", "minimum": 0.1, "maximum": 10.0, "default": 1.0}
-    assert exposed["6.filename_prefix"].schema == {"type": "string", "default": "out"}
+    prefix = expose_inputs(PROMPT, registry, {"prefix": {"node": "6", "input": "filename_prefix"}})[0]
+    assert prefix.schema == {"type": "string", "default": "out"}
     assert exposed["5.resize_source"].schema == {"type": "boolean", "default": False}
     assert exposed["2.crop"].schema == {"enum": ["disabled", "center"], "default": "disabled"}
     image = exposed["4.image"]

@@ -19,6 +19,7 @@ from .errors import (
 )
 from .executor import Executor, execute
 from .formats import LoadedWorkflow, load_valid_workflow, load_workflow, parse_workflow
+from .input_rules import OUTPUT_PATH_INPUTS, LimitFinding, over_limits
 from .inputs import ExposedInput, bind_inputs, expose_inputs, input_schema
 from .nodepacks import PackReport
 from .outputs import OutputImage, RunResult
@@ -33,6 +34,7 @@ __all__ = [
     "Executor",
     "ExposedInput",
     "InputsInvalid",
+    "LimitFinding",
     "LoadedWorkflow",
     "MODEL_FILE_EXTENSIONS",
     "MissingModelFiles",
@@ -42,6 +44,7 @@ __all__ = [
     "NodeSchema",
     "NodeSchemaError",
     "NodeSchemas",
+    "OUTPUT_PATH_INPUTS",
     "OutputImage",
     "PackReport",
     "ProgressBar",
@@ -61,6 +64,7 @@ __all__ = [
     "load_valid_workflow",
     "load_workflow",
     "missing_model_files",
+    "over_limits",
     "parse_workflow",
     "report_progress",
     "validate_prompt",

@@ -9,6 +9,7 @@ from typing import Any
 
 from .errors import InputsInvalid, WorkflowInvalid
 from .graph import node_sort_key
+from .input_rules import OUTPUT_PATH_INPUTS
 from .registry import NodeRegistry
 from .schemas import NodeSchemas
 from .specs import InputSpec, check_value
@@ -98,7 +99,8 @@ def expose_inputs(
 
     ``source``: a registry, or the node schemas of the runtime that will run the prompt (another server's).
 
-    With ``spec`` None every constant widget input of every node is exposed as "<node id>.<input name>".
+    With ``spec`` None every constant widget input of every node is exposed as "<node id>.<input name>", but
+    those naming where a node writes (``OUTPUT_PATH_INPUTS``): a spec must name those to expose them.
     """
     schemas = source.schemas() if isinstance(source, NodeRegistry) else source
     if spec is None:
@@ -111,6 +113,8 @@ def expose_inputs(
                                   node_id, "", None)
             for input_name, input_spec in schema.inputs.items():
                 value = node["inputs"].get(input_name)
+                if input_name in OUTPUT_PATH_INPUTS:
+                    continue
                 if input_spec.kind is not None and value is not None and not isinstance(value, list | tuple):
                     spec[f"{node_id}.{input_name}"] = {"node": node_id, "input": input_name}
     exposed: list[ExposedInput] = []

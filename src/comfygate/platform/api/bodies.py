@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from comfygate.platform.api.text_checks import check_json_text, check_text
 from comfygate.platform.errors import BadRequest, NotFound, PayloadTooLarge
 
 __all__ = ["read_json_object", "read_run_request", "RunRequest", "parse_json", "path_number", "MAX_JSON_DEPTH",
@@ -57,7 +58,9 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
-def parse_json(raw: bytes | str, what: str) -> Any:
+def parse_json(raw: bytes | str, what: str, root: str = "") -> Any:
+    """The parsed value; 400 for what is not JSON (``what`` names it), 422 naming the path from ``root``
+    (``workflow.3._meta.title``) for text or numbers no database can store."""
     too_deep = BadRequest(f"{what} is nested more than {MAX_JSON_DEPTH} levels deep")
     try:
         data = json.loads(raw, parse_constant=_no_constants)
@@ -67,6 +70,7 @@ def parse_json(raw: bytes | str, what: str) -> Any:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from exc
     if _depth(data) > MAX_JSON_DEPTH:
         raise too_deep
+    check_json_text(data, root)
     return data
 
 
@@ -77,8 +81,8 @@ def path_number(raw: str, what: str, minimum: int = 1) -> int:
     return int(raw)
 
 
-def _parse_object(raw: bytes, what: str) -> dict[str, Any]:
-    data = parse_json(raw, what)
+def _parse_object(raw: bytes, what: str, root: str = "") -> dict[str, Any]:
+    data = parse_json(raw, what, root)
     if not isinstance(data, dict):
         raise BadRequest(f"{what} must be a JSON object, got {type(data).__name__}")
     return data
@@ -118,6 +122,7 @@ async def read_run_request(request: web.Request, limit: int) -> RunRequest:
         async for part in reader:
             if not isinstance(part, BodyPartReader) or not part.name:
                 raise BadRequest("every multipart part needs a name")
+            check_text(part.name, "multipart part name")
             data = bytearray()
             while chunk := await part.read_chunk():
                 total += len(chunk)
@@ -125,7 +130,7 @@ async def read_run_request(request: web.Request, limit: int) -> RunRequest:
                     raise _too_large(limit)
                 data.extend(chunk)
             if part.name == "inputs" and part.filename is None:
-                run.inputs = _parse_object(bytes(data), "the 'inputs' form field")
+                run.inputs = _parse_object(bytes(data), "the 'inputs' form field", "inputs")
             elif part.name == "webhook" and part.filename is None:
                 run.webhook = _form_text(bytes(data), "webhook")
             else:
@@ -137,6 +142,7 @@ async def read_run_request(request: web.Request, limit: int) -> RunRequest:
 
 def _form_text(data: bytes, name: str) -> str:
     try:
-        return data.decode()
+        text = data.decode()
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the {name!r} form field is not UTF-8 text") from exc
+    return check_text(text, name)
