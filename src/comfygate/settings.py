@@ -50,6 +50,18 @@ def _engine(raw: str) -> str:
     return name
 
 
+def _limit(parse: Callable[[str], float]) -> Callable[[str], Any]:
+    """A rate limit or quota: a finite number >= 0, where 0 means no limit."""
+
+    def checked(raw: str) -> float:
+        value = parse(raw)
+        if not 0 <= value < float("inf"):
+            raise ValueError("expected a number >= 0 (0: no limit)")
+        return value
+
+    return checked
+
+
 def _names(raw: str) -> tuple[str, ...]:
     """Comma-separated names; blanks around commas and empty entries are ignored."""
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -178,32 +190,38 @@ SETTINGS: tuple[SettingSpec, ...] = (
                 "503 and it exits so its supervisor starts a fresh one. Default 30.", float),
     SettingSpec("rate_limit_requests_per_second", "COMFYGATE_RATE_LIMIT_REQUESTS_PER_SECOND",
                 "Requests per second one API key may make (a token bucket holding twice this for bursts); over "
-                "it: 429 with Retry-After. 0: no limit. Per-key overrides: `comfygate keys create --limit`. "
-                "Default 50.", float),
+                "it: 429 with Retry-After. A logged-in console user gets the same per user. 0: no limit. Per-key "
+                "overrides: `comfygate keys create --limit`. Default 50.", _limit(float)),
     SettingSpec("rate_limit_runs_per_minute", "COMFYGATE_RATE_LIMIT_RUNS_PER_MINUTE",
                 "Runs one API key may start per minute (a token bucket of this size). 0: no limit. Default 120.",
-                int),
+                _limit(int)),
     SettingSpec("rate_limit_concurrent_runs", "COMFYGATE_RATE_LIMIT_CONCURRENT_RUNS",
-                "Runs of one API key that may be queued or running at once. 0: no limit. Default 32.", int),
+                "Runs of one API key that may be queued or running at once. 0: no limit. Default 32.", _limit(int)),
     SettingSpec("rate_limit_runs_per_day", "COMFYGATE_RATE_LIMIT_RUNS_PER_DAY",
-                "Runs one API key may start in 24 hours. 0: no limit. Default 0.", int),
+                "Runs one API key may start in 24 hours. 0: no limit. Default 0.", _limit(int)),
     SettingSpec("limits_redis_url", "COMFYGATE_LIMITS_REDIS_URL",
                 "Redis URL where API processes share rate-limit buckets and login throttles. Default: the "
                 "broker's URL when the broker is Redis; else each process keeps its own (the embedded default "
-                "runs one API process)."),
+                "runs one API process). While Redis is unreachable each process limits on its own."),
+    SettingSpec("limits_redis_prefix", "COMFYGATE_LIMITS_REDIS_PREFIX",
+                "Prefix of the rate-limit keys in Redis. Default: comfygate:limits:<hash of the database URL>:, "
+                "so installations sharing a Redis keep apart; set the same value on every API process of one "
+                "installation if they name the database by different URLs."),
     SettingSpec("webhook_allow", "COMFYGATE_WEBHOOK_ALLOW",
                 "Comma-separated host names and networks (receiver.internal, 10.1.2.0/24, ::1) that webhooks may "
                 "reach although they are internal. Every other loopback, private, link-local, multicast, "
                 "reserved or unspecified target is refused. Default: none.", _names),
     SettingSpec("max_run_pixels", "COMFYGATE_MAX_RUN_PIXELS",
                 "Largest image (width x height) a run may ask a node for; over it the run or upload is refused "
-                "with 422 naming the input. Default 4194304 (2048 x 2048).", int),
+                "with 422 naming the input. 0: no limit. Default 4194304 (2048 x 2048).", _limit(int)),
     SettingSpec("max_batch_size", "COMFYGATE_MAX_BATCH_SIZE",
-                "Largest batch size a run may ask a node for. Default 16.", int),
+                "Largest batch size (batch_size, amount) a run may ask a node for. 0: no limit. Default 16.",
+                _limit(int)),
     SettingSpec("max_frames", "COMFYGATE_MAX_FRAMES",
-                "Most video frames (length, frames, ...) a run may ask a node for. Default 300.", int),
+                "Most video frames (length, frames, num_frames, video_frames, frame_count) a run may ask a node "
+                "for. 0: no limit. Default 300.", _limit(int)),
     SettingSpec("max_steps", "COMFYGATE_MAX_STEPS",
-                "Most sampler steps a run may ask a node for. Default 150.", int),
+                "Most sampler steps a run may ask a node for. 0: no limit. Default 150.", _limit(int)),
     SettingSpec("api_key", "COMFYGATE_API_KEY",
                 "API key the command-line client (`comfygate workflows push`, `comfygate run`) sends."),
     SettingSpec("secure_cookies", "COMFYGATE_SECURE_COOKIES",
@@ -261,6 +279,7 @@ class Settings:
     rate_limit_concurrent_runs: int = 32
     rate_limit_runs_per_day: int = 0
     limits_redis_url: str = ""
+    limits_redis_prefix: str = ""
     webhook_allow: tuple[str, ...] = field(default_factory=tuple)
     max_run_pixels: int = 4_194_304
     max_batch_size: int = 16
