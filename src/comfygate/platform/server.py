@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ from aiohttp import web
 from comfygate.platform.api.app import create_app
 from comfygate.platform.db import make_engine, make_session_factory, session_scope
 from comfygate.platform.migrate import is_up_to_date
+from comfygate.platform.processes import die_with_parent
 from comfygate.platform.services.accounts import bootstrap_admin
 from comfygate.settings import Settings
 
@@ -57,8 +59,11 @@ def _worker_supervisor(settings: Settings):  # type: ignore[no-untyped-def]
 
         async def keep_running() -> None:
             while not stopping.is_set():
-                # The child inherits this environment, so it builds the same settings.
-                proc = subprocess.Popen([sys.executable, "-m", "comfygate", "worker"])
+                # The child inherits this environment, so it builds the same settings. It gets SIGTERM when
+                # this process dies, however it dies (started from the event loop's thread, which lives as
+                # long as the process), and watches this pid as well: no orphan worker keeps taking runs.
+                proc = subprocess.Popen([sys.executable, "-m", "comfygate", "worker"],
+                                        preexec_fn=die_with_parent(signal.SIGTERM))
                 current["proc"] = proc
                 code = await asyncio.to_thread(proc.wait)
                 if not stopping.is_set():

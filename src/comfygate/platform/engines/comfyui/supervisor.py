@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import logging
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+
+from comfygate.platform.processes import die_with_parent
 
 __all__ = ["StartFailed", "Supervisor", "free_port"]
 
@@ -31,7 +31,6 @@ log = logging.getLogger(__name__)
 STABLE_SECONDS = 60.0  # a child that lived this long resets the restart backoff
 MAX_BACKOFF = 30.0
 STOP_GRACE = 10.0  # SIGTERM, then SIGKILL after this long
-PR_SET_PDEATHSIG = 1  # prctl option (linux/prctl.h)
 # Reaches ComfyUI directly, whatever proxy the environment names.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -88,7 +87,11 @@ class Supervisor:
             process = subprocess.Popen(self.command, cwd=self.install, stdin=subprocess.DEVNULL,
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                        errors="replace", start_new_session=True,
-                                       preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+                                       # SIGKILL when the worker dies, so a worker killed outright (or by
+                                       # the OOM killer) leaves no ComfyUI holding its port and GPU memory.
+                                       # The threads that start children (the worker's main thread, the
+                                       # watcher) live as long as the supervisor.
+                                       preexec_fn=die_with_parent(signal.SIGKILL))
         except OSError as exc:
             raise StartFailed(f"cannot start ComfyUI in {self.install} ({' '.join(self.command)}): {exc}") from exc
         self._process = process
@@ -166,14 +169,6 @@ class Supervisor:
     def _kill(process: subprocess.Popen) -> None:
         _signal_group(process, signal.SIGKILL)
         process.wait()
-
-
-def _die_with_parent() -> None:
-    """In the child, before ComfyUI starts: the kernel sends it SIGKILL when the thread that started it ends,
-    so a worker killed with SIGKILL (or by the OOM killer) leaves no ComfyUI holding its port and GPU memory.
-    The threads that start children (the worker's main thread, the watcher) live as long as the supervisor."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
