@@ -47,7 +47,11 @@ def create_celery(settings: Settings) -> Celery:
             # The transport polls its folder; 10 ms keeps dispatch latency low at negligible CPU.
             "polling_interval": 0.002,
         }
-    elif settings.uses_redis_broker:
-        # Longer than any run: a redelivery before that would only be a duplicate the claim refuses.
-        app.conf.broker_transport_options = {"visibility_timeout": 3600}
+    else:
+        # A connection for a send is tried once: a broker that is down must not hold the caller's 202 (the
+        # dispatch relay sends the run once it is back). Worker consumers reconnect with their own retries.
+        app.conf.broker_transport_options = {"max_retries": 0}
+        if settings.uses_redis_broker:
+            # Longer than any run: a redelivery before that would only be a duplicate the claim refuses.
+            app.conf.broker_transport_options["visibility_timeout"] = 3600
     return app
