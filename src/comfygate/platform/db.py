@@ -6,13 +6,25 @@ and a busy timeout so the API server and the local worker (separate processes) c
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_session_factory", "session_scope"]
+__all__ = ["make_engine", "make_session_factory", "session_scope", "unit_of_work_retried"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# What a database that is down or restarting raises; the pool's pre-ping replaces the connections it broke.
+UNREACHABLE = (OperationalError, InterfaceError)
 
 
 def make_engine(database_url: str) -> Engine:
@@ -48,3 +60,23 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def unit_of_work_retried(factory: sessionmaker[Session], work: Callable[[Session], T], *, what: str,
+                         give_up_after: float = 300.0, pause: float = 1.0) -> T:
+    """``work(session)`` in one committed unit of work, tried again every ``pause`` s while the database is
+    unreachable (a restart, a failover), for up to ``give_up_after`` s; then the last error propagates. For a
+    worker's writes that must not be lost to a database outage: the work must be safe to repeat (the
+    worker's are conditional UPDATEs)."""
+    deadline = time.monotonic() + give_up_after
+    wait = threading.Event()  # never set: a pause that is no busy loop
+    while True:
+        try:
+            with session_scope(factory) as session:
+                return work(session)
+        except UNREACHABLE as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("database unreachable while %s (%s); trying again in %g s", what,
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__, pause)
+            wait.wait(pause)

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from comfygate.comfy_runtime import NodeExecutionError, NodeRegistry, WorkflowInvalid
 from comfygate.platform import gate_loop
-from comfygate.platform.db import make_engine, make_session_factory, session_scope
+from comfygate.platform.db import make_engine, make_session_factory, session_scope, unit_of_work_retried
 from comfygate.platform.engines import (
     FILE_INPUTS,
     Capabilities,
@@ -206,11 +206,13 @@ class RunProcessor:
                             run_id)
                 self.give_back(run_id, attempt)
             return None
-        with session_scope(self.sessions) as session:
-            claimed = run_service.claim_run(session, run_id, attempt, self.name, self.engine.name)
-            if claimed is None:
-                log.info("run %s attempt %s is not claimable (duplicate or stale task); skipped", run_id, attempt)
-                return None
+        # Retried through a database outage: a message whose claim failed would be gone from the broker.
+        claimed = unit_of_work_retried(
+            self.sessions, lambda session: run_service.claim_run(session, run_id, attempt, self.name,
+                                                                 self.engine.name), what=f"claiming run {run_id}")
+        if claimed is None:
+            log.info("run %s attempt %s is not claimable (duplicate or stale task); skipped", run_id, attempt)
+            return None
         try:
             with session_scope(self.sessions) as session:
                 policy = self._policy(session, claimed.version_id, claimed.policy_revision)
@@ -284,8 +286,10 @@ class RunProcessor:
         gate = {"attempts": [a.to_dict([g.index for g in a.outputs]) for a in outcome.attempts],
                 "chosen": chosen.number, "retry_stopped": outcome.retry_stopped}
         timings = self._loop_timings(timings, job, outcome.attempts, chosen)
-        with session_scope(self.sessions) as session:
-            status = run_service.finish_run(session, run_id, attempt, records, timings, gate)
+        # A run that ends while the database is down is recorded once it is back, not lost.
+        status = unit_of_work_retried(
+            self.sessions, lambda session: run_service.finish_run(session, run_id, attempt, records, timings, gate),
+            what=f"recording run {run_id}")
         if status is None:
             log.warning("run %s attempt %s ended elsewhere; its result was not recorded", run_id, attempt)
             return None
@@ -398,8 +402,9 @@ class RunProcessor:
 
     def _end_without_outputs(self, run_id: str, attempt: int, status: str, error: dict[str, Any],
                              timings: dict[str, Any]) -> str | None:
-        with session_scope(self.sessions) as session:
-            recorded = run_service.fail_run(session, run_id, attempt, status, error, timings)
+        recorded = unit_of_work_retried(
+            self.sessions, lambda session: run_service.fail_run(session, run_id, attempt, status, error, timings),
+            what=f"recording run {run_id}")
         return status if recorded else None
 
     def _input_files(self, prompt: dict[str, Any]) -> dict[str, bytes]:

@@ -8,12 +8,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from comfygate.platform.errors import PlatformError
+from comfygate.platform.errors import PlatformError, ServiceUnavailable
 
 __all__ = ["error_middleware", "json_error"]
 
 log = logging.getLogger(__name__)
+
+# A database that does not answer (down, restarting, out of connections) is a 503 the caller may retry, not
+# our bug. Connections it broke are replaced by the pool's pre-ping once it is back.
+DATABASE_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+DATABASE_RETRY_AFTER = 5.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -35,7 +42,7 @@ def _wants_json(request: web.Request) -> bool:
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)
+        return await _database_errors_as_unavailable(request, handler)
     except PlatformError as exc:
         headers = {}
         if exc.retry_after is not None:
@@ -56,3 +63,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         reference = uuid.uuid4().hex[:12]
         log.exception("unhandled error on %s %s (ref %s)", request.method, request.path, reference)
         return json_error(500, "internal_error", f"internal error (reference {reference})")
+
+
+async def _database_errors_as_unavailable(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except DATABASE_UNAVAILABLE as exc:
+        log.warning("database unavailable on %s %s: %s", request.method, request.path,
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        raise ServiceUnavailable("the database is unreachable right now; try again in a few seconds",
+                                 retry_after=DATABASE_RETRY_AFTER) from exc
