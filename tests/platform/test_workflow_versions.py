@@ -42,11 +42,12 @@ def test_exposed_inputs_make_the_input_schema(sessions, registry, card_workflow)
     assert props["blur"]["type"] == "number"
 
 
-def test_without_a_spec_every_constant_widget_input_is_exposed(sessions, registry, card_workflow):
+def test_without_a_spec_every_constant_widget_input_but_output_paths_is_exposed(sessions, registry, card_workflow):
     summary, _ = push(sessions, registry, name="card", workflow=card_workflow)
     props = summary["input_schema"]["properties"]
-    assert "1.color" in props and "8.filename_prefix" in props
+    assert "1.color" in props and "7.sigma" in props
     assert "8.images" not in props  # a link, not a widget
+    assert "8.filename_prefix" not in props  # where the save node writes is not the caller's choice
 
 
 def test_invalid_workflow_names_node_and_input(sessions, registry, card_workflow):

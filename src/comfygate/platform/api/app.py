@@ -16,6 +16,7 @@ from comfygate.platform.api.auth import auth_middleware
 from comfygate.platform.api.context import STATE, AppState
 from comfygate.platform.api.errors import error_middleware
 from comfygate.platform.api.key_cache import KeyCache
+from comfygate.platform.api.text_checks import text_checks_middleware
 from comfygate.platform.celery_app import create_celery
 from comfygate.platform.db import make_engine, make_session_factory
 from comfygate.platform.dispatch import Dispatcher
@@ -41,7 +42,8 @@ async def _healthz(request: web.Request) -> web.Response:
 
 def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.Application:
     # Uploads are checked against the limit as they stream; the extra room is for multipart framing.
-    app = web.Application(middlewares=[error_middleware, auth_middleware],
+    # Text checks come before auth: a key or session lookup never sees a path or query it cannot store.
+    app = web.Application(middlewares=[error_middleware, text_checks_middleware, auth_middleware],
                           client_max_size=settings.max_upload_bytes + 64 * 1024)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:

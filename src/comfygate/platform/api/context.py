@@ -16,6 +16,7 @@ from comfygate.platform.api.key_cache import KeyCache
 from comfygate.platform.db import session_scope
 from comfygate.platform.dispatch import Dispatcher
 from comfygate.platform.notify import RunWaiters
+from comfygate.platform.services.run_limits import RunLimits
 from comfygate.platform.services.uploads import ImageLimits
 from comfygate.platform.storage import Storage
 from comfygate.settings import Settings
@@ -39,6 +40,10 @@ class AppState:
     @property
     def image_limits(self) -> ImageLimits:
         return ImageLimits(max_bytes=self.settings.max_upload_bytes, max_pixels=self.settings.max_image_pixels)
+
+    @property
+    def run_limits(self) -> RunLimits:
+        return RunLimits.from_settings(self.settings)
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(session, *args, **kwargs)`` in one committed unit of work, on a worker thread:

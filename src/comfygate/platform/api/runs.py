@@ -50,7 +50,8 @@ def _create_and_dispatch(state: AppState, run_id: str, name: str, number: int | 
     with session_scope(state.sessions) as session:
         version = workflow_service.get_version(session, name, number)
         run = run_service.create_run(session, state.registry, state.storage, state.image_limits, version,
-                                     body.inputs, body.files, api_key_id, run_id=run_id, webhook=body.webhook)
+                                     body.inputs, body.files, api_key_id, run_id=run_id, webhook=body.webhook,
+                                     run_limits=state.run_limits)
         attempt, pool = run.attempt, version.pool
     # The row has committed: a worker that picks the task up will find it.
     state.dispatcher.send(run_id, attempt, pool)

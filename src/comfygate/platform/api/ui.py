@@ -17,6 +17,7 @@ from comfygate.platform.api.auth import SESSION_COOKIE, Caller, check_csrf, web_
 from comfygate.platform.api.bodies import WORKFLOW_NAME_PATH, parse_json
 from comfygate.platform.api.context import state_of
 from comfygate.platform.api.review import decide_output, output_id_of, review_queue
+from comfygate.platform.api.text_checks import check_fields
 from comfygate.platform.api.workflows import parse_version_number, push_workflow, save_policy
 from comfygate.platform.errors import BadRequest, PlatformError, Unprocessable
 from comfygate.platform.services import accounts, calibration
@@ -62,6 +63,7 @@ async def _form(request: web.Request) -> dict[str, Any]:
         form = await request.post()
     except (ValueError, LookupError, HttpProcessingError) as exc:  # bad charset, encoding or multipart framing
         raise BadRequest(f"malformed form data: {exc}") from exc
+    check_fields(form.items(), "form field")
     return {key: form.get(key) for key in form}
 
 
@@ -120,7 +122,7 @@ def _read_upload_form(form: dict[str, Any]) -> dict[str, Any]:
         if not raw.strip():
             continue
         try:
-            body[field] = parse_json(raw, field)
+            body[field] = parse_json(raw, field, field)
         except BadRequest as exc:
             raise _FormError(exc.message) from exc
     return body
@@ -158,7 +160,8 @@ async def upload_workflow(request: web.Request) -> web.Response:
     items = await state.call(workflow_service.list_workflows)
     try:
         body = _read_upload_form(form)
-        summary, created = await state.call(push_workflow, state.registry, body, state.settings.pool)
+        summary, created = await state.call(push_workflow, state.registry, body, state.settings.pool,
+                                            state.run_limits)
     except _FormError as exc:
         return _page("home.html", status=400, caller=caller, workflows=items, error=str(exc),
                      form=_kept_fields(form))
@@ -234,7 +237,7 @@ async def policy_save(request: web.Request) -> web.Response:
     name, number = request.match_info["name"], parse_version_number(request.match_info["number"])
     text = _text(form, "policy")
     try:
-        saved = await state_of(request).call(save_policy, name, number, parse_json(text, "the policy"))
+        saved = await state_of(request).call(save_policy, name, number, parse_json(text, "the policy", "policy"))
     except (BadRequest, Unprocessable) as exc:
         # Shown next to the editor, which keeps what the admin typed; details.field names the key path.
         field = exc.details.get("field") if isinstance(exc.details, dict) else None
@@ -305,7 +308,7 @@ async def calibration_apply(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     try:
         number = parse_version_number(_text(form, "version"))
-        value = parse_json(_text(form, "threshold"), "the threshold")
+        value = parse_json(_text(form, "threshold"), "the threshold", "threshold")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(f"the threshold must be a number, got {_text(form, 'threshold')!r}")
         saved = await state_of(request).call(_apply_suggestion, name, number, _text(form, "check"),

@@ -14,6 +14,7 @@ from comfygate.platform.api.context import state_of
 from comfygate.platform.errors import Unprocessable
 from comfygate.platform.pools import DEFAULT_POOL
 from comfygate.platform.services import workflows as workflow_service
+from comfygate.platform.services.run_limits import DEFAULT_RUN_LIMITS, RunLimits
 
 __all__ = ["routes", "push_workflow", "parse_version_number", "save_policy"]
 
@@ -23,7 +24,8 @@ _UPLOAD_FIELDS = {"name", "workflow", "inputs", "policy", "pool", "timeout_secon
 
 
 def push_workflow(session: Session, registry: NodeRegistry, body: dict[str, Any],
-                  default_pool: str = DEFAULT_POOL) -> tuple[dict[str, Any], bool]:
+                  default_pool: str = DEFAULT_POOL, run_limits: RunLimits = DEFAULT_RUN_LIMITS
+                  ) -> tuple[dict[str, Any], bool]:
     """Shared by the REST route and the web form: (version summary with what it was checked against,
     created). Without ``pool`` the version runs on ``default_pool``, the API server's own."""
     unknown = sorted(set(body) - _UPLOAD_FIELDS)
@@ -38,7 +40,7 @@ def push_workflow(session: Session, registry: NodeRegistry, body: dict[str, Any]
             result = workflow_service.push_version(
                 session, registry, name=body.get("name"), workflow=body["workflow"],
                 inputs_spec=body.get("inputs"), policy=body.get("policy"), pool=body.get("pool"),
-                timeout_seconds=body.get("timeout_seconds"), default_pool=default_pool)
+                timeout_seconds=body.get("timeout_seconds"), default_pool=default_pool, run_limits=run_limits)
             summary = workflow_service.version_summary(result.version)
             return {**summary, "checked_against": result.checked_against}, result.created
         except workflow_service.RaceLost:
@@ -56,7 +58,8 @@ def parse_version_number(raw: str) -> int:
 async def create_workflow_version(request: web.Request) -> web.Response:
     state = state_of(request)
     body = await read_json_object(request, state.settings.max_upload_bytes)
-    summary, created = await state.call(push_workflow, state.registry, body, state.settings.pool)
+    summary, created = await state.call(push_workflow, state.registry, body, state.settings.pool,
+                                        state.run_limits)
     return web.json_response(summary, status=201 if created else 200)
 
 

@@ -29,6 +29,7 @@ from comfygate.platform.errors import Conflict, NotFound, OutputWithheld, Unproc
 from comfygate.platform.models import Run, RunOutput, RunStatus, Workflow, WorkflowVersion, new_id, utcnow
 from comfygate.platform.pools import PoolSchemas, schemas_for_pool
 from comfygate.platform.services import webhooks
+from comfygate.platform.services.run_limits import DEFAULT_RUN_LIMITS, RunLimits, check_run_limits
 from comfygate.platform.services.uploads import (
     CheckedImage,
     ImageLimits,
@@ -73,7 +74,8 @@ def check_webhook_url(value: Any) -> str | None:
 
 def create_run(session: Session, registry: NodeRegistry, storage: Storage, limits: ImageLimits,
                version: WorkflowVersion, raw_inputs: Any, files: Mapping[str, bytes],
-               api_key_id: int | None, *, run_id: str | None = None, webhook: Any = None) -> Run:
+               api_key_id: int | None, *, run_id: str | None = None, webhook: Any = None,
+               run_limits: RunLimits = DEFAULT_RUN_LIMITS) -> Run:
     webhook_url = check_webhook_url(webhook)
     if not isinstance(raw_inputs, dict):
         raise Unprocessable("'inputs' must be an object of input name to value", details={"field": "inputs"})
@@ -107,6 +109,9 @@ def create_run(session: Session, registry: NodeRegistry, storage: Storage, limit
     except InputsInvalid as exc:
         message = "; ".join(f"{e['input']}: {e['message']}" for e in exc.errors)
         raise Unprocessable(f"invalid inputs: {message}", details={"errors": exc.errors}) from exc
+    # Every node of the prompt as it will run, fixed values too: the operator may have lowered a limit since
+    # the upload.
+    check_run_limits(prompt, exposed, run_limits, "inputs")
     try:
         # The graph as it will run: a node's own checks (e.g. a safe SaveImage.filename_prefix) apply to
         # values set per run too, so a bad one is refused here rather than failing in the worker.

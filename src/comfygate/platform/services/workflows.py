@@ -31,6 +31,7 @@ from comfygate.platform.access.projects import default_project
 from comfygate.platform.errors import NotFound, Unprocessable
 from comfygate.platform.models import Workflow, WorkflowVersion, utcnow
 from comfygate.platform.pools import DEFAULT_POOL, PoolSchemas, check_pool_name, schemas_for_pool
+from comfygate.platform.services.run_limits import DEFAULT_RUN_LIMITS, RunLimits, check_run_limits, limited_schema
 from comfygate.sentinel import Policy, PolicyInvalid
 
 __all__ = ["Analysed", "PushResult", "analyse", "push_version", "get_version", "list_workflows", "exposed_inputs_of",
@@ -38,6 +39,9 @@ __all__ = ["Analysed", "PushResult", "analyse", "push_version", "get_version", "
            "DEFAULT_TIMEOUT_SECONDS", "MAX_TIMEOUT_SECONDS"]
 
 WORKFLOW_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+# Names of exposed inputs in an `inputs` spec: they become JSON keys, form field names and messages. ':' lets a
+# spec reuse the default names of nodes inside subgraphs ("5:3.width").
+EXPOSED_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 DEFAULT_TIMEOUT_SECONDS = 600.0
 MAX_TIMEOUT_SECONDS = 86400
 
@@ -91,6 +95,11 @@ def _check_inputs_spec(spec: Any) -> dict[str, dict[str, str]] | None:
         raise Unprocessable("'inputs' must be an object mapping API input names to {node, input}",
                             details={"field": "inputs"})
     for api_name, target in spec.items():
+        if not EXPOSED_NAME.fullmatch(api_name):
+            shown = api_name if len(api_name) <= 64 else api_name[:64] + "..."
+            raise Unprocessable(
+                f"inputs.{shown}: an exposed input name must be 1-64 characters of letters, digits, '_', '-', "
+                f"'.' and ':', got {len(api_name)} characters", details={"field": f"inputs.{shown}"})
         if not isinstance(target, dict) or set(target) != {"node", "input"} or not all(
             isinstance(v, str) for v in target.values()
         ):
@@ -180,16 +189,19 @@ def _schema_for(exposed: list[ExposedInput]) -> dict[str, Any]:
 
 def push_version(session: Session, registry: NodeRegistry, *, name: Any, workflow: Any,
                  inputs_spec: Any = None, policy: Any = None, pool: Any = None, timeout_seconds: Any = None,
-                 default_pool: str = DEFAULT_POOL, project_id: int | None = None) -> PushResult:
+                 default_pool: str = DEFAULT_POOL, project_id: int | None = None,
+                 run_limits: RunLimits = DEFAULT_RUN_LIMITS) -> PushResult:
     """Store the upload as a new version, or find the same one. ``pool`` None: ``default_pool`` (the API
     server's own, so its embedded worker runs it). Checked against the pool's reported node schemas. A new
-    workflow goes to ``project_id`` (None: the default project)."""
+    workflow goes to ``project_id`` (None: the default project). A workflow whose fixed values (exposed
+    inputs' defaults too) are over ``run_limits`` is refused: none of its runs could pass."""
     name = _check_name(name)
     pool_name = default_pool if pool is None else check_pool_name(pool)
     timeout = _check_timeout(timeout_seconds)
     checked = schemas_for_pool(session, registry, pool_name)
     upload = analyse(checked, workflow, inputs_spec, policy)
     graph = upload.workflow.prompt
+    check_run_limits(graph, upload.exposed, run_limits, "workflow")
     digest = _content_hash(graph, upload.inputs_spec, upload.policy, pool_name, timeout)
 
     wf = session.scalars(select(Workflow).where(Workflow.name == name)).one_or_none()
@@ -211,7 +223,9 @@ def push_version(session: Session, registry: NodeRegistry, *, name: Any, workflo
                              .where(WorkflowVersion.workflow_id == wf.id)) or 0) + 1
     version = WorkflowVersion(workflow=wf, number=number, content_hash=digest, graph=graph,
                               source_format=upload.workflow.source_format, source=upload.workflow.document,
-                              inputs_spec=upload.inputs_spec, input_schema=_schema_for(upload.exposed),
+                              inputs_spec=upload.inputs_spec,
+                              input_schema=limited_schema(_schema_for(upload.exposed), graph, upload.exposed,
+                                                          run_limits),
                               policy=upload.policy, pool=pool_name, timeout_seconds=timeout)
     session.add(version)
     try:
