@@ -52,7 +52,8 @@ def seed_labels(sessions, registry, workflow, name, labelled):
     with session_scope(sessions) as session:
         version = workflow_service.push_version(session, registry, name=name, workflow=workflow,
                                                 policy=POLICY).version
-        run = Run(version_id=version.id, status=RunStatus.REJECTED, inputs={}, prompt=version.graph)
+        run = Run(version_id=version.id, status=RunStatus.REJECTED, inputs={}, prompt=version.graph,
+                  project_id=version.workflow.project_id)
         session.add(run)
         session.flush()
         ids = []

@@ -1,4 +1,5 @@
 """The web UI: log in, upload a workflow, and the admin console (review queue, policy editor, calibration).
+Each page needs the right its actions need (upload and policies: publish; review and calibration: review).
 
 Server-rendered pages with plain forms; every form that changes something carries the session's CSRF token.
 """
@@ -13,13 +14,21 @@ import jinja2
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from comfygate.platform.access.audit import Actor
+from comfygate.platform.access.rights import Access
 from comfygate.platform.api.auth import SESSION_COOKIE, Caller, check_csrf, web_session
 from comfygate.platform.api.bodies import WORKFLOW_NAME_PATH, parse_json
 from comfygate.platform.api.context import state_of
-from comfygate.platform.api.review import decide_output, output_id_of, review_queue
+from comfygate.platform.api.review import calibration_for, decide_output, output_id_of, review_queue
 from comfygate.platform.api.text_checks import check_fields
-from comfygate.platform.api.workflows import parse_version_number, push_workflow, save_policy
-from comfygate.platform.errors import BadRequest, PlatformError, Unprocessable
+from comfygate.platform.api.workflows import (
+    parse_version_number,
+    push_workflow,
+    save_policy,
+    visible_projects,
+    visible_version,
+)
+from comfygate.platform.errors import BadRequest, Forbidden, PlatformError, TooManyRequests, Unprocessable
 from comfygate.platform.services import accounts, calibration
 from comfygate.platform.services import workflows as workflow_service
 from comfygate.platform.services.accounts import SESSION_LIFETIME
@@ -36,9 +45,13 @@ def _page(name: str, status: int = 200, **context: Any) -> web.Response:
     return web.Response(text=html, content_type="text/html", status=status)
 
 
-async def _admin_or_login(request: web.Request) -> Caller:
+async def _admin_or_login(request: web.Request, action: str | None = None) -> Caller:
+    """The logged-in user, who needs ``action`` in some project for the page (None: any logged-in user);
+    the precise check (which project) is the service's."""
     caller = await web_session(request)
-    if caller is None or not caller.is_admin:
+    if caller is not None and action is not None and _access(caller).project_ids_with(action) == frozenset():
+        raise Forbidden(f"this page needs the {action!r} right in a project", details={"action": action})
+    if caller is None:
         # After logging in, come back to the page; a form post (session expired) goes back to its page.
         if request.method in ("GET", "HEAD"):
             back = request.path_qs
@@ -46,6 +59,15 @@ async def _admin_or_login(request: web.Request) -> Caller:
             back = "/admin" if request.path.startswith("/admin") else "/"
         raise web.HTTPSeeOther(f"/login?next={quote(back, safe='/')}")
     return caller
+
+
+def _access(caller: Caller) -> Access:
+    assert caller.access is not None  # web sessions always carry their user's rights
+    return caller.access
+
+
+def _actor(caller: Caller, request: web.Request) -> Actor:
+    return Actor.of(_access(caller), request.remote)
 
 
 def _local_path(raw: str) -> str:
@@ -77,7 +99,15 @@ async def login_submit(request: web.Request) -> web.Response:
     form = await _form(request)
     next_path = _local_path(str(form.get("next") or "/"))
     username = _text(form, "username")
-    result = await state_of(request).call(accounts.login, username, _text(form, "password"))
+    state = state_of(request)
+    try:
+        result = await state.limiter.logins.attempt(
+            username, request.remote,
+            lambda: state.call(accounts.login, username, _text(form, "password"), request.remote))
+    except TooManyRequests as exc:
+        page = _page("login.html", status=429, next=next_path, username=username, error=exc.message)
+        page.headers["Retry-After"] = str(exc.retry_after)
+        return page
     if result is None:
         return _page("login.html", status=401, next=next_path, username=username,
                      error="wrong username or password")
@@ -102,7 +132,8 @@ async def logout(request: web.Request) -> web.Response:
 @routes.get("/")
 async def home(request: web.Request) -> web.Response:
     caller = await _admin_or_login(request)
-    items = await state_of(request).call(workflow_service.list_workflows)
+    items = await state_of(request).call(workflow_service.list_workflows, visible_projects(_access(caller)),
+                                         _access(caller).workflows)
     return _page("home.html", caller=caller, workflows=items)
 
 
@@ -153,15 +184,16 @@ class _FormError(Exception):
 
 @routes.post("/ui/workflows")
 async def upload_workflow(request: web.Request) -> web.Response:
-    caller = await _admin_or_login(request)
+    caller = await _admin_or_login(request, "publish")
     state = state_of(request)
     form = await _form(request)
     check_csrf(caller, str(form.get("csrf_token", "")))
-    items = await state.call(workflow_service.list_workflows)
+    items = await state.call(workflow_service.list_workflows, visible_projects(_access(caller)),
+                             _access(caller).workflows)
     try:
         body = _read_upload_form(form)
         summary, created = await state.call(push_workflow, state.registry, body, state.settings.pool,
-                                            state.run_limits)
+                                            state.run_limits, access=_access(caller), actor=_actor(caller, request))
     except _FormError as exc:
         return _page("home.html", status=400, caller=caller, workflows=items, error=str(exc),
                      form=_kept_fields(form))
@@ -176,7 +208,7 @@ async def upload_workflow(request: web.Request) -> web.Response:
 
 async def _admin_page(request: web.Request, caller: Caller, status: int = 200, **context: Any
                       ) -> web.Response:
-    items = await state_of(request).call(review_queue)
+    items = await state_of(request).call(review_queue, _access(caller))
     for item in items:
         item["graph_json"] = json.dumps(item["graph"], indent=2)
         item["inputs_json"] = json.dumps(item["inputs"], indent=2)
@@ -185,19 +217,19 @@ async def _admin_page(request: web.Request, caller: Caller, status: int = 200, *
 
 @routes.get("/admin")
 async def admin(request: web.Request) -> web.Response:
-    caller = await _admin_or_login(request)
+    caller = await _admin_or_login(request, "review")
     return await _admin_page(request, caller, decided=request.query.get("decided"))
 
 
 @routes.post("/admin/review/{output_id}")
 async def admin_decide(request: web.Request) -> web.Response:
-    caller = await _admin_or_login(request)
+    caller = await _admin_or_login(request, "review")
     form = await _form(request)
     check_csrf(caller, str(form.get("csrf_token", "")))
     state = state_of(request)
     try:
         result = await state.call(decide_output, output_id_of(request), form.get("decision"), caller.name,
-                                  _text(form, "note") or None)
+                                  _text(form, "note") or None, access=_access(caller), actor=_actor(caller, request))
     except PlatformError as exc:
         # e.g. another reviewer decided first (409): show the queue as it is now, with the reason.
         return await _admin_page(request, caller, exc.status, error=exc.message)
@@ -205,15 +237,16 @@ async def admin_decide(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther(f"/admin?decided={result['output_id']}")
 
 
-def _policy_page_data(session: Any, name: str, number: int) -> dict[str, Any]:
-    version = workflow_service.get_version(session, name, number)
+def _policy_page_data(session: Any, access: Access, name: str, number: int) -> dict[str, Any]:
+    version = visible_version(session, access, name, number)
+    access.require("publish", version.workflow.project_id, name)
     return {**workflow_service.policy_to_dict(version),
             "versions": [v.number for v in version.workflow.versions]}
 
 
 async def _policy_page(request: web.Request, caller: Caller, name: str, number: int, status: int = 200,
                        text: str | None = None, **context: Any) -> web.Response:
-    data = await state_of(request).call(_policy_page_data, name, number)
+    data = await state_of(request).call(_policy_page_data, _access(caller), name, number)
     policy_text = text if text is not None else json.dumps(data["policy"], indent=2)
     return _page("policy.html", status=status, caller=caller, data=data, policy_text=policy_text, **context)
 
@@ -223,7 +256,7 @@ _POLICY_PAGE = f"/admin/workflows/{WORKFLOW_NAME_PATH}/versions/{{number}}/polic
 
 @routes.get(_POLICY_PAGE)
 async def policy_editor(request: web.Request) -> web.Response:
-    caller = await _admin_or_login(request)
+    caller = await _admin_or_login(request, "publish")
     number = parse_version_number(request.match_info["number"])
     return await _policy_page(request, caller, request.match_info["name"], number,
                               saved=request.query.get("saved"))
@@ -231,13 +264,14 @@ async def policy_editor(request: web.Request) -> web.Response:
 
 @routes.post(_POLICY_PAGE)
 async def policy_save(request: web.Request) -> web.Response:
-    caller = await _admin_or_login(request)
+    caller = await _admin_or_login(request, "publish")
     form = await _form(request)
     check_csrf(caller, str(form.get("csrf_token", "")))
     name, number = request.match_info["name"], parse_version_number(request.match_info["number"])
     text = _text(form, "policy")
     try:
-        saved = await state_of(request).call(save_policy, name, number, parse_json(text, "the policy", "policy"))
+        saved = await state_of(request).call(save_policy, name, number, parse_json(text, "the policy", "policy"),
+                                             access=_access(caller), actor=_actor(caller, request))
     except (BadRequest, Unprocessable) as exc:
         # Shown next to the editor, which keeps what the admin typed; details.field names the key path.
         field = exc.details.get("field") if isinstance(exc.details, dict) else None
@@ -248,7 +282,7 @@ async def policy_save(request: web.Request) -> web.Response:
 
 async def _calibration_page(request: web.Request, caller: Caller, name: str, status: int = 200,
                             **context: Any) -> web.Response:
-    report = await state_of(request).call(calibration.calibration_report, name)
+    report = await state_of(request).call(calibration_for, _access(caller), name)
     for check in report["checks"]:
         check["chart"] = _histogram_chart(check)
     return _page("calibration.html", status=status, caller=caller, report=report, **context)
@@ -287,22 +321,23 @@ def _histogram_chart(check: dict[str, Any]) -> dict[str, Any]:
 
 @routes.get(f"/admin/calibration/{WORKFLOW_NAME_PATH}")
 async def calibration_page(request: web.Request) -> web.Response:
-    caller = await _admin_or_login(request)
+    caller = await _admin_or_login(request, "review")
     return await _calibration_page(request, caller, request.match_info["name"],
                                    applied=request.query.get("applied"), revision=request.query.get("revision"))
 
 
-def _apply_suggestion(session: Any, name: str, number: int, check: str, band: str, value: float
-                      ) -> dict[str, Any]:
-    version = workflow_service.get_version(session, name, number)
-    return save_policy(session, name, number, calibration.with_threshold(version.policy, check, band, value))
+def _apply_suggestion(session: Any, access: Access, actor: Actor, name: str, number: int, check: str, band: str,
+                      value: float) -> dict[str, Any]:
+    version = visible_version(session, access, name, number)
+    return save_policy(session, name, number, calibration.with_threshold(version.policy, check, band, value),
+                       access=access, actor=actor)
 
 
 @routes.post(f"/admin/calibration/{WORKFLOW_NAME_PATH}/apply")
 async def calibration_apply(request: web.Request) -> web.Response:
     """Apply a suggested threshold: one band of one check of the version the page showed, saved through the
     same validation as the policy editor."""
-    caller = await _admin_or_login(request)
+    caller = await _admin_or_login(request, "publish")
     form = await _form(request)
     check_csrf(caller, str(form.get("csrf_token", "")))
     name = request.match_info["name"]
@@ -311,7 +346,8 @@ async def calibration_apply(request: web.Request) -> web.Response:
         value = parse_json(_text(form, "threshold"), "the threshold", "threshold")
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise BadRequest(f"the threshold must be a number, got {_text(form, 'threshold')!r}")
-        saved = await state_of(request).call(_apply_suggestion, name, number, _text(form, "check"),
+        saved = await state_of(request).call(_apply_suggestion, _access(caller), _actor(caller, request), name,
+                                             number, _text(form, "check"),
                                              _text(form, "band"), value)
     except PlatformError as exc:
         return await _calibration_page(request, caller, name, status=exc.status, error=exc.message)

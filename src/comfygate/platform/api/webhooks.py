@@ -1,4 +1,4 @@
-"""/v1/webhooks: the webhook deliveries of a run, with their state (admin only)."""
+"""/v1/webhooks: the webhook deliveries of a run, with their state (for those who may read the run)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from typing import Any
 from aiohttp import web
 from sqlalchemy.orm import Session
 
-from comfygate.platform.api.auth import require_admin
+from comfygate.platform.api.auth import access_of
 from comfygate.platform.api.context import state_of
+from comfygate.platform.api.runs import visible_run
 from comfygate.platform.errors import Unprocessable
-from comfygate.platform.services import runs as run_service
 from comfygate.platform.services import webhooks as outbox
 
 __all__ = ["routes"]
@@ -23,13 +23,13 @@ _RUN_ID = re.compile(r"[0-9a-f]{32}")
 
 @routes.get("/v1/webhooks")
 async def list_deliveries(request: web.Request) -> web.Response:
-    require_admin(request)
+    access = access_of(request)
     run_id = request.query.get("run", "")
     if not _RUN_ID.fullmatch(run_id):
         raise Unprocessable(f"run must be a run id (32 hex digits), got {run_id[:64]!r}", details={"field": "run"})
 
     def deliveries(session: Session) -> list[dict[str, Any]]:
-        run_service.get_run(session, run_id)  # 404 naming the run when there is none
+        visible_run(session, access, run_id)  # 404 naming the run when there is none, or it is not the caller's
         return outbox.deliveries_of(session, run_id)
 
     items = await state_of(request).call(deliveries)

@@ -9,13 +9,14 @@ output was released by the gate already: a decision on it is recorded as a label
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, joinedload
 
 from comfygate.platform.errors import Conflict, NotFound, Unprocessable
-from comfygate.platform.models import ReviewDecision, Run, RunOutput, RunStatus
+from comfygate.platform.models import ReviewDecision, Run, RunOutput, RunStatus, Workflow, WorkflowVersion
 from comfygate.platform.services import webhooks
 from comfygate.platform.services.runs import announce, gate_summary, output_url
 
@@ -24,13 +25,22 @@ __all__ = ["pending_outputs", "review_item", "get_output", "decide", "DECISIONS"
 DECISIONS = ("approve", "reject")
 
 
-def pending_outputs(session: Session, limit: int = 100) -> list[RunOutput]:
-    return list(session.scalars(
-        select(RunOutput).where(RunOutput.review_state == "pending")
-        .options(joinedload(RunOutput.run).joinedload(Run.version))
-        # Withheld outputs first: audit samples are already released and must not crowd them out.
-        .order_by(RunOutput.sampled, RunOutput.created_at, RunOutput.id).limit(limit)
-    ))
+def pending_outputs(session: Session, limit: int = 100, project_ids: Collection[int] | None = None,
+                    workflows: Collection[str] | None = None) -> list[RunOutput]:
+    """Outputs waiting for review; only those of ``project_ids`` and ``workflows`` when given (what a
+    reviewer may see)."""
+    query = (select(RunOutput).where(RunOutput.review_state == "pending")
+             .options(joinedload(RunOutput.run).joinedload(Run.version)))
+    if project_ids is not None or workflows is not None:
+        query = query.join(Run, Run.id == RunOutput.run_id)
+    if project_ids is not None:
+        query = query.where(Run.project_id.in_(sorted(project_ids)))
+    if workflows is not None:
+        query = (query.join(WorkflowVersion, WorkflowVersion.id == Run.version_id)
+                 .join(Workflow, Workflow.id == WorkflowVersion.workflow_id)
+                 .where(Workflow.name.in_(sorted(workflows))))
+    # Withheld outputs first: audit samples are already released and must not crowd them out.
+    return list(session.scalars(query.order_by(RunOutput.sampled, RunOutput.created_at, RunOutput.id).limit(limit)))
 
 
 def review_item(output: RunOutput) -> dict[str, Any]:

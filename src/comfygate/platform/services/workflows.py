@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from comfygate.comfy_runtime import (
 )
 from comfygate.platform.access.projects import default_project
 from comfygate.platform.errors import NotFound, Unprocessable
-from comfygate.platform.models import Workflow, WorkflowVersion, utcnow
+from comfygate.platform.models import Project, Workflow, WorkflowVersion, utcnow
 from comfygate.platform.pools import DEFAULT_POOL, PoolSchemas, check_pool_name, schemas_for_pool
 from comfygate.platform.services.run_limits import DEFAULT_RUN_LIMITS, RunLimits, check_run_limits, limited_schema
 from comfygate.sentinel import Policy, PolicyInvalid
@@ -252,12 +252,19 @@ def get_version(session: Session, name: str, number: int | None = None) -> Workf
     return version
 
 
-def list_workflows(session: Session) -> list[dict[str, Any]]:
-    rows = session.execute(
-        select(Workflow.name, func.max(WorkflowVersion.number), func.min(Workflow.created_at))
-        .join(WorkflowVersion).group_by(Workflow.name).order_by(Workflow.name)
-    ).all()
-    return [{"workflow": n, "latest_version": v, "url": f"/v1/workflows/{n}"} for n, v, _ in rows]
+def list_workflows(session: Session, project_ids: Collection[int] | None = None,
+                   names: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """Every workflow with its project and latest version; only those of ``project_ids`` and named in
+    ``names`` when given (what a caller may see)."""
+    query = (select(Workflow.name, Project.name, func.max(WorkflowVersion.number))
+             .join(WorkflowVersion).join(Project, Project.id == Workflow.project_id)
+             .group_by(Workflow.name, Project.name).order_by(Workflow.name))
+    if project_ids is not None:
+        query = query.where(Workflow.project_id.in_(sorted(project_ids)))
+    if names is not None:
+        query = query.where(Workflow.name.in_(sorted(names)))
+    return [{"workflow": n, "project": p, "latest_version": v, "url": f"/v1/workflows/{n}"}
+            for n, p, v in session.execute(query)]
 
 
 def exposed_inputs_of(source: NodeRegistry | NodeSchemas, version: WorkflowVersion) -> list[ExposedInput]:
