@@ -3,8 +3,9 @@
 - A ``running`` run whose heartbeat is older than ``stale_after_seconds`` lost its worker: it is re-queued
   as the next attempt, or failed with a reason once ``max_attempts`` are used up.
 - A ``queued`` run not dispatched for ``queued_timeout_seconds`` may have lost its broker message (the
-  embedded broker drops unacked messages when a worker dies; a send may have failed): it is sent again.
-  A duplicate is harmless, since a worker only claims (run id, attempt) once.
+  embedded broker drops unacked messages when a worker dies): it is sent again. A duplicate is harmless,
+  since a worker only claims (run id, attempt) once. Refused sends and broker restarts are the dispatch
+  relay's (``dispatch_relay.py``), within seconds; this is the slow net under it.
 
 Every change is a conditional UPDATE, so several API servers may run watchdogs side by side. A run it ends
 gets its webhook queued in the same transaction.

@@ -1,5 +1,6 @@
 """A worker's readiness probe: a tiny HTTP endpoint that says 503 until the worker takes runs (and while its
-engine, a ComfyUI server, does not answer), then 200.
+engine, a ComfyUI server, does not answer, and once its broker connection counts as lost: phase
+``broker_lost``, see ``broker_check.py``), then 200.
 
 A deployment points its readiness probe at ``GET /ready`` (Kubernetes ``httpGet``), so a GPU host gets no
 traffic while it is still loading its preloaded models. ``GET /models`` lists what is warm in the pool.
@@ -21,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 class WorkerHealth:
-    """Readiness of one worker process: ``phase`` moves starting -> preloading -> ready (or failed)."""
+    """Readiness of one worker process: ``phase`` moves starting -> preloading -> ready (or failed), and ends
+    broker_lost or orphaned when the worker stops on its own."""
 
     def __init__(self, models_report: Callable[[], list[dict[str, Any]]],
                  engine_ready: Callable[[], bool] = lambda: True, engine: str = "builtin") -> None:
