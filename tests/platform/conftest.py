@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from limits_support import NO_LIMITS
 from live_server import Server, running_server
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -50,6 +51,8 @@ def blank_workflow() -> dict:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    settings = Settings(data_dir=tmp_path_factory.mktemp("api"), max_upload_bytes=200_000, watchdog_seconds=60)
+    # Limits off: these tests send bursts from one key (the fuzz); tests of the limits start servers of their own.
+    settings = Settings(data_dir=tmp_path_factory.mktemp("api"), max_upload_bytes=200_000, watchdog_seconds=60,
+                        **NO_LIMITS)
     with running_server(settings) as running:
         yield running

@@ -15,6 +15,7 @@ from comfygate.comfy_runtime import NodeRegistry
 from comfygate.platform.api.key_cache import KeyCache
 from comfygate.platform.db import session_scope
 from comfygate.platform.dispatch import Dispatcher
+from comfygate.platform.limits import Limiter
 from comfygate.platform.notify import RunWaiters
 from comfygate.platform.services.run_limits import RunLimits
 from comfygate.platform.services.uploads import ImageLimits
@@ -36,6 +37,7 @@ class AppState:
     waiters: RunWaiters
     executor: ThreadPoolExecutor
     key_cache: KeyCache[Any]
+    limiter: Limiter
 
     @property
     def image_limits(self) -> ImageLimits:
