@@ -1,10 +1,13 @@
 """The webhook outbox: rows written beside the run change they announce, claimed and settled by the senders.
 
 A row is added in the same transaction as the run's status change (``enqueue``), so a webhook is never
-announced for a change that rolled back, nor lost for one that committed. Senders (``platform/webhooks.py``,
+announced for a change that rolled back, nor lost for one that committed. Senders (``platform/webhooks/``,
 one per API server) take due rows with a conditional UPDATE — the claim bumps ``attempts`` and pushes
 ``next_attempt_at`` past the delivery timeout, so several servers never send one attempt twice — then record
 the outcome: delivered on a 2xx, else retried with backoff until ``max_attempts``, then failed.
+
+A URL's credentials (``https://user:secret@host/``) are kept for delivery but never shown back: listings, run
+bodies, logs and errors show ``https://user:***@host/`` (``masked_url``).
 """
 
 from __future__ import annotations
@@ -19,12 +22,45 @@ from sqlalchemy.orm import Session
 from comfygate.platform.models import Run, WebhookDelivery, utcnow
 
 __all__ = ["enqueue", "claim_due", "settle", "deliveries_of", "delivery_to_dict", "ClaimedDelivery",
-           "backoff_seconds", "EVENT_ENDED", "EVENT_REVIEWED"]
+           "backoff_seconds", "masked_url", "without_credentials", "EVENT_ENDED", "EVENT_REVIEWED"]
 
 EVENT_ENDED = "run.ended"
 EVENT_REVIEWED = "run.reviewed"
 # Backoff doubles from 1 s and stops growing here: a receiver that is down for long is tried every 5 min.
 _MAX_BACKOFF_SECONDS = 300.0
+
+
+def _userinfo(url: str) -> str:
+    """The ``user:password`` part of ``url`` as written, "" when there is none. Read by hand rather than with
+    urlsplit, which raises on some malformed URLs: their credentials must be masked too."""
+    _, slashes, rest = url.partition("//")
+    authority = rest.split("/", 1)[0].split("?", 1)[0].split("#", 1)[0] if slashes else ""
+    userinfo, at, _ = authority.rpartition("@")
+    return userinfo if at else ""
+
+
+def _masked(userinfo: str) -> str:
+    user, colon, _ = userinfo.partition(":")
+    return f"{user}:***" if colon else "***"  # a lone user name is often a token
+
+
+def masked_url(url: str | None) -> str | None:
+    """``url`` with its password (or a lone user name) shown as ``***``."""
+    userinfo = _userinfo(url or "")
+    if not url or not userinfo:
+        return url
+    return url.replace(userinfo + "@", _masked(userinfo) + "@", 1)
+
+
+def without_credentials(text: str, url: str) -> str:
+    """``text`` (an error message about ``url``) with the URL's credentials masked wherever it quotes them."""
+    userinfo = _userinfo(url)
+    if not userinfo:
+        return text
+    user, colon, password = userinfo.partition(":")
+    secret = password if colon else user
+    text = text.replace(userinfo + "@", _masked(userinfo) + "@")
+    return text.replace(secret, "***") if secret else text
 
 
 def enqueue(session: Session, run: Run, event: str, run_body: dict[str, Any]) -> WebhookDelivery | None:
@@ -101,7 +137,7 @@ def delivery_to_dict(delivery: WebhookDelivery) -> dict[str, Any]:
     return {
         "id": delivery.id,
         "run_id": delivery.run_id,
-        "url": delivery.url,
+        "url": masked_url(delivery.url),
         "event": delivery.event,
         "state": delivery.state,
         "attempts": delivery.attempts,
