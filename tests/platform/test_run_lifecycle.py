@@ -16,9 +16,12 @@ from comfygate.platform.services import workflows as workflow_service
 from comfygate.platform.services.uploads import ImageLimits
 from comfygate.platform.storage import LocalStorage
 from comfygate.platform.watchdog import sweep
+from comfygate.platform.webhooks import WebhookTargets
 from comfygate.settings import Settings
 
 LIMITS = ImageLimits(max_bytes=1 << 20, max_pixels=1 << 22)
+# The webhook hosts these tests name, allowed without a DNS lookup.
+WEBHOOK_TARGETS = WebhookTargets.allowing(["hooks.example", "127.0.0.1"])
 
 
 @pytest.fixture
@@ -34,7 +37,7 @@ def new_run(sessions, registry, tmp_path, version_id, inputs, webhook=None):
     with session_scope(sessions) as session:
         version = session.get(workflow_service.WorkflowVersion, version_id)
         run = run_service.create_run(session, registry, LocalStorage(tmp_path / "files"), LIMITS, version,
-                                     inputs, {}, None, webhook=webhook)
+                                     inputs, {}, None, webhook=webhook, webhook_targets=WEBHOOK_TARGETS)
         return run.id
 
 

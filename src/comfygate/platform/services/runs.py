@@ -39,6 +39,7 @@ from comfygate.platform.services.uploads import (
 )
 from comfygate.platform.services.workflows import exposed_inputs_of
 from comfygate.platform.storage import Storage
+from comfygate.platform.webhooks.targets import PUBLIC_ONLY, WebhookTargets
 
 __all__ = ["create_run", "get_run", "run_to_dict", "gate_summary", "cancel_run", "claim_run", "heartbeat",
            "cancel_requested", "give_back", "redispatched", "finish_run", "fail_run", "announce", "check_webhook_url",
@@ -48,13 +49,15 @@ __all__ = ["create_run", "get_run", "run_to_dict", "gate_summary", "cancel_run",
 MAX_WEBHOOK_URL = 2048
 
 
-def check_webhook_url(value: Any) -> str | None:
-    """The run's webhook URL as given (None when there is none); Unprocessable naming ``webhook`` otherwise."""
+def check_webhook_url(value: Any, targets: WebhookTargets = PUBLIC_ONLY) -> str | None:
+    """The run's webhook URL as given (None when there is none); Unprocessable naming ``webhook`` otherwise,
+    also when its host resolves to an address ``targets`` (the operator's allowlist) refuses."""
     if value is None:
         return None
 
     def bad(why: str) -> Unprocessable:
-        return Unprocessable(f"webhook: {why}, got {str(value)[:100]!r}", details={"field": "webhook"})
+        shown = webhooks.masked_url(str(value)) or ""
+        return Unprocessable(f"webhook: {why}, got {shown[:100]!r}", details={"field": "webhook"})
 
     if not isinstance(value, str):
         raise bad("must be an http(s) URL string")
@@ -69,14 +72,17 @@ def check_webhook_url(value: Any) -> str | None:
         raise bad("must be an absolute http:// or https:// URL with a host")
     if any(ch.isspace() or ord(ch) < 0x20 for ch in value):
         raise bad("must not contain spaces or control characters")
+    refusal = targets.refusal(parts.hostname)
+    if refusal is not None:
+        raise Unprocessable(f"webhook: {refusal}", details={"field": "webhook"})
     return value
 
 
 def create_run(session: Session, registry: NodeRegistry, storage: Storage, limits: ImageLimits,
                version: WorkflowVersion, raw_inputs: Any, files: Mapping[str, bytes],
                api_key_id: int | None, *, run_id: str | None = None, webhook: Any = None,
-               run_limits: RunLimits = DEFAULT_RUN_LIMITS) -> Run:
-    webhook_url = check_webhook_url(webhook)
+               run_limits: RunLimits = DEFAULT_RUN_LIMITS, webhook_targets: WebhookTargets = PUBLIC_ONLY) -> Run:
+    webhook_url = check_webhook_url(webhook, webhook_targets)
     if not isinstance(raw_inputs, dict):
         raise Unprocessable("'inputs' must be an object of input name to value", details={"field": "inputs"})
     # The schemas of the version's pool: its nodes may be ones only that pool's ComfyUI has.
@@ -282,6 +288,7 @@ def run_to_dict(run: Run, *, admin: bool = False) -> dict[str, Any]:
         "workflow": run.version.workflow.name,
         "version": run.version.number,
         "inputs": run.inputs,
+        "webhook": webhooks.masked_url(run.webhook_url),  # its credentials are for the receiver only
         "attempt": run.attempt,
         "queued_at": _iso(run.queued_at),
         "started_at": _iso(run.started_at),
