@@ -1,5 +1,5 @@
-"""Command line: serve | worker | db upgrade | keys create|revoke | workflows push|convert|validate | run | score |
-settings."""
+"""Command line: serve | worker | db upgrade | keys | users | projects | workflows push|convert|validate | run |
+score | settings."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from comfygate.accounts_cli import add_account_commands
 from comfygate.settings import SETTINGS, Settings, SettingsError
 
 if TYPE_CHECKING:
@@ -58,36 +59,6 @@ def _db_upgrade(settings: Settings, args: argparse.Namespace) -> int:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     print("database is up to date")
-    return 0
-
-
-def _keys_create(settings: Settings, args: argparse.Namespace) -> int:
-    from comfygate.platform.db import make_engine, make_session_factory, session_scope
-    from comfygate.platform.services.accounts import create_api_key
-
-    factory = make_session_factory(make_engine(settings.database_url))
-    with session_scope(factory) as session:
-        key = create_api_key(session, args.name, is_admin=args.admin)
-    kind = "admin key" if key.is_admin else "key"
-    print(f"created {kind} {key.name!r}. Its secret is shown only now:\n{key.secret}")
-    return 0
-
-
-def _keys_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from comfygate.platform.db import make_engine, make_session_factory, session_scope
-    from comfygate.platform.errors import NotFound
-    from comfygate.platform.services.accounts import revoke_api_key
-
-    prefix = args.key.split("_")[1] if args.key.startswith("cg_") else args.key
-    factory = make_session_factory(make_engine(settings.database_url))
-    try:
-        with session_scope(factory) as session:
-            key = revoke_api_key(session, prefix)
-    except NotFound as exc:
-        print(f"comfygate: {exc}", file=sys.stderr)
-        return 1
-    # Servers trust a verified key for a few seconds (their key cache), then refuse it.
-    print(f"revoked key {key.name!r} (prefix {key.prefix})")
     return 0
 
 
@@ -326,15 +297,7 @@ def _parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True)
     db_sub.add_parser("upgrade", help="apply migrations").set_defaults(handler=_db_upgrade)
 
-    keys = sub.add_parser("keys", help="API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create a key and print its secret once")
-    create.add_argument("name")
-    create.add_argument("--admin", action="store_true", help="may use admin routes (review queue)")
-    create.set_defaults(handler=_keys_create)
-    revoke = keys_sub.add_parser("revoke", help="revoke a key (give the key or its prefix)")
-    revoke.add_argument("key")
-    revoke.set_defaults(handler=_keys_revoke)
+    add_account_commands(sub)
 
     def client_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", default="", help="server URL (default COMFYGATE_PUBLIC_URL)")

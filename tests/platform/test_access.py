@@ -150,8 +150,9 @@ def test_a_revoked_key_and_a_removed_role_stop_working(world: World):
 def test_keys_cannot_be_wider_than_their_creator_or_owner(world: World):
     def create(key: str, body: dict) -> tuple[int, str | None]:
         response = world.call("POST", "/v1/keys", key, json=body)
-        field = response.json().get("error", {}).get("details", {}).get("field") if response.status_code != 201 else None
-        return response.status_code, field
+        if response.status_code == 201:
+            return 201, None
+        return response.status_code, response.json()["error"]["details"]["field"]
 
     assert create("call_a", {"name": "x", "scopes": {"actions": ["publish"]}}) == (422, "scopes.actions[0]")
     assert create("dev_a", {"name": "x", "scopes": {"projects": ["beta"]}}) == (422, "scopes.projects[0]")
@@ -199,3 +200,17 @@ def test_management_api(world: World):
     assert world.call("GET", "/v1/node-packs", "root").status_code == 200
     assert world.call("GET", "/v1/nodes", "call_a").status_code == 200
     assert world.call("GET", "/v1/pools", "call_a").status_code == 200
+
+
+def test_first_start_makes_the_admin_admin_of_the_default_project(sessions):
+    from comfygate.platform.access.build import access_for_key
+    from comfygate.platform.db import session_scope
+    from comfygate.platform.models import ApiKey
+    from comfygate.platform.services import accounts
+
+    with session_scope(sessions) as session:
+        first = accounts.bootstrap_admin(session)
+        assert first is not None
+        access = access_for_key(session, session.get(ApiKey, first.key.id))
+    assert access.server_admin and access.username == "admin"
+    assert {access.name_of(p): role for p, role in access.roles.items()} == {"default": "admin"}

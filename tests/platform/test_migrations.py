@@ -110,3 +110,40 @@ def test_downgrading_0003_gives_the_older_code_policies_and_statuses_it_reads(da
     assert policy == {"checks": {"blank": {"enabled": True, "action": "flag", "threshold": 0.07}},
                       "prompt_input": "prompt"}
     assert status == "rejected"
+
+
+def test_upgrading_0004_puts_everything_in_the_default_project_and_keeps_what_keys_could_do(database_url):
+    upgrade(database_url, "0004")
+    engine = make_engine(database_url)
+    try:
+        with engine.begin() as connection:
+            for name, admin in (("boss", True), ("ann", False)):
+                connection.execute(sa.text(
+                    "INSERT INTO users (username, password_hash, is_admin, created_at) "
+                    "VALUES (:name, 'h', :admin, '2026-01-01')"), {"name": name, "admin": admin})
+            for name, admin in (("ops", True), ("ci", False)):
+                connection.execute(sa.text(
+                    "INSERT INTO api_keys (name, prefix, secret_hash, is_admin, created_at) "
+                    "VALUES (:name, :name, 'h', :admin, '2026-01-01')"), {"name": name, "admin": admin})
+        insert_version_at_0002(engine, {"checks": {}})
+        with engine.begin() as connection:
+            connection.execute(sa.text(
+                "INSERT INTO runs (id, version_id, status, inputs, prompt, attempt, queued_at, cancel_requested)"
+                " SELECT 'r1', id, 'queued', '{}', '{}', 1, '2026-01-01', false FROM workflow_versions"))
+        upgrade(database_url)
+        with engine.connect() as connection:
+            default = connection.execute(sa.text("SELECT id FROM projects WHERE name = 'default'")).scalar_one()
+            roles = dict(connection.execute(sa.text(
+                "SELECT u.username, m.role FROM memberships m JOIN users u ON u.id = m.user_id "
+                "WHERE m.project_id = :p"), {"p": default}).all())
+            keys = {name: (owner, scopes) for name, owner, scopes in connection.execute(sa.text(
+                "SELECT k.name, u.username, k.scopes FROM api_keys k JOIN users u ON u.id = k.user_id")).all()}
+            projects = {connection.execute(sa.text(f"SELECT project_id FROM {table}")).scalar_one()
+                        for table in ("workflows", "runs")}
+    finally:
+        engine.dispose()
+    assert roles == {"boss": "admin", "ann": "developer"}
+    scopes = {name: json.loads(s) if isinstance(s, str) else s for name, (_, s) in keys.items()}
+    assert {name: owner for name, (owner, _) in keys.items()} == {"ops": "boss", "ci": "boss"}
+    assert scopes == {"ops": None, "ci": {"projects": None, "workflows": None, "actions": ["run", "read", "publish"]}}
+    assert projects == {default}

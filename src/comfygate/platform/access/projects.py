@@ -38,7 +38,7 @@ def default_project(session: Session) -> Project:
 def check_project_name(name: Any, field: str = "name") -> str:
     if not isinstance(name, str) or not PROJECT_NAME.fullmatch(name):
         raise Unprocessable(f"{field} must be a project name: 1-64 characters of a-z, 0-9, '.', '_', '-', "
-                            "starting with a letter or digit", details={"field": field})
+                            f"starting with a letter or digit; got {str(name)[:70]!r}", details={"field": field})
     return name
 
 
