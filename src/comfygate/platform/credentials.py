@@ -37,12 +37,17 @@ def split_key(full: str) -> tuple[str, str] | None:
     parts = full.split("_", 2)
     if len(parts) != 3 or parts[0] != _KEY_MARK or not parts[1] or not parts[2]:
         return None
+    # Prefixes are hex (generate_key): anything else names no key, and is never sent to the database.
+    if not all(c in "0123456789abcdef" for c in parts[1]):
+        return None
     return parts[1], parts[2]
 
 
 def sha256_hex(value: str) -> str:
     """How high-entropy secrets (API key secrets, session tokens) are stored."""
-    return hashlib.sha256(value.encode()).hexdigest()
+    # surrogatepass: a token a client garbled (bytes that are not UTF-8 reach us as surrogates) still hashes,
+    # to a value no stored one has.
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def random_token() -> str:

@@ -153,7 +153,7 @@ def _query_int(request: web.Request, name: str, default: int | None) -> int | No
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:  # "²".isdigit(), but int() refuses it
         raise Unprocessable(f"{name} must be a whole number, got {raw[:32]!r}", details={"field": name})
     return int(raw)
 

@@ -125,5 +125,7 @@ def actor_of(request: web.Request) -> Actor:
 
 
 def check_csrf(caller: Caller, presented: str | None) -> None:
-    if not caller.csrf_token or not presented or not hmac.compare_digest(caller.csrf_token, presented):
+    # Compared as bytes: compare_digest refuses str with non-ASCII characters, which a client may send.
+    if not caller.csrf_token or not presented or not hmac.compare_digest(
+            caller.csrf_token.encode(), presented.encode("utf-8", "surrogatepass")):
         raise Forbidden("missing or wrong CSRF token; reload the page and try again")
