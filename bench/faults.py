@@ -42,7 +42,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--restarts", type=int, default=3, help="Redis kill -9 / restart cycles")
     parser.add_argument("--down", type=float, default=3.0, help="seconds each service stays down")
-    parser.add_argument("--rate", type=float, default=4.5, help="runs started per second")
+    parser.add_argument("--rate", type=float, default=3.0, help="runs started per second")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="comfygate-faults-") as folder:
         stack = start_fault_stack(Path(folder) / "data")

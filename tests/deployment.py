@@ -23,6 +23,9 @@ import requests
 __all__ = ["Deployment", "free_port", "wait_for"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+RATE_LIMIT_VARIABLES = ("COMFYGATE_RATE_LIMIT_REQUESTS_PER_SECOND", "COMFYGATE_RATE_LIMIT_RUNS_PER_MINUTE",
+                        "COMFYGATE_RATE_LIMIT_CONCURRENT_RUNS", "COMFYGATE_RATE_LIMIT_RUNS_PER_DAY")
+_NAMING = threading.Lock()
 
 
 def free_port() -> int:
@@ -66,6 +69,9 @@ class Deployment:
             "COMFYGATE_PORT": str(self.port),
             "PYTHONUNBUFFERED": "1",
         })
+        # Rate limits off unless a test sets them: tests and benchmarks send bursts of runs and polls from one
+        # key, and are not about the limits (tests/platform/test_rate_limits.py is).
+        env.update(dict.fromkeys(RATE_LIMIT_VARIABLES, "0"))
         env.update(self.env_overrides)
         return env
 
@@ -110,9 +116,10 @@ class Deployment:
 
     def start_worker(self, *args: str, timeout: float = 60) -> subprocess.Popen[bytes]:
         """``comfygate worker *args``; returns once Celery consumes (after any --preload)."""
-        name = f"worker-{len(self.workers)}.log"
-        worker = self._comfygate("worker", *args, log_name=name)
-        self.workers.append(worker)
+        with _NAMING:  # workers may be started from several threads (tests/faults restarts them side by side)
+            name = f"worker-{len(self.workers)}.log"
+            worker = self._comfygate("worker", *args, log_name=name)
+            self.workers.append(worker)
 
         def ready() -> bool:
             if worker.poll() is not None:

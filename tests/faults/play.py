@@ -69,7 +69,7 @@ def _phase(stream: RunStream, settled: Settled, outages: list[Outage]) -> PhaseR
 
 
 def play(stack: FaultStack, *, restarts: int = 3, down_seconds: float = 3.0, up_seconds: float = 6.0,
-         rate: float = 4.5) -> FaultReport:
+         rate: float = 3.0) -> FaultReport:
     deployment = stack.deployment
     assert stack.workers is not None
 

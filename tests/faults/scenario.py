@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from deployment import Deployment, wait_for
+from deployment import REPO_ROOT, Deployment, wait_for
 from faults.servers import OwnPostgres, OwnRedis
 
 __all__ = ["CARD_WORKFLOW", "ENDED", "FaultStack", "Outage", "RunStream", "Settled", "WorkerSlots",
@@ -27,22 +27,26 @@ __all__ = ["CARD_WORKFLOW", "ENDED", "FaultStack", "Outage", "RunStream", "Settl
 
 ENDED = ("succeeded", "rejected", "held", "failed", "canceled")
 
-# A trivial workflow that passes the gate (a card on a background, blurred); a run takes a few milliseconds.
+# A card on a background, blurred, held for a quarter second (the test node pack's SlowPassImage): passes the
+# gate, and runs last long enough that some end while the broker is down (their acks fail: the case that used
+# to freeze workers for good).
 CARD_WORKFLOW = {
     "1": {"class_type": "EmptyImage", "inputs": {"width": 48, "height": 40, "batch_size": 1, "color": 0x1E3A5F}},
     "2": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 12, "batch_size": 1, "color": 0xF0C040}},
     "3": {"class_type": "ImageCompositeMasked",
           "inputs": {"destination": ["1", 0], "source": ["2", 0], "x": 8, "y": 8, "resize_source": False}},
     "4": {"class_type": "ImageBlur", "inputs": {"image": ["3", 0], "blur_radius": 2, "sigma": 1.0}},
-    "5": {"class_type": "SaveImage", "inputs": {"images": ["4", 0], "filename_prefix": "card"}},
+    "5": {"class_type": "SlowPassImage", "inputs": {"image": ["4", 0], "seconds": 0.25}},
+    "6": {"class_type": "SaveImage", "inputs": {"images": ["5", 0], "filename_prefix": "card"}},
 }
 CARD_INPUTS = {"color": {"node": "1", "input": "color"}}
 # Every run draws nearly the same picture: repeats are expected, not duplicates.
 CARD_POLICY = {"checks": {"duplicate": "off"}}
 
 FAULT_ENV = {
-    # A worker that gets nothing from the broker for 10 s is replaced (the default is 30 s).
-    "COMFYGATE_BROKER_LOST_SECONDS": "10",
+    "COMFYGATE_NODE_PACK_DIRS": str(REPO_ROOT / "tests" / "nodepacks"),
+    # A worker that gets nothing from the broker for 8 s is replaced (the default is 30 s).
+    "COMFYGATE_BROKER_LOST_SECONDS": "8",
     "COMFYGATE_HEARTBEAT_SECONDS": "0.5",
     "COMFYGATE_WATCHDOG_SECONDS": "1",
     "COMFYGATE_WORKER_CONCURRENCY": "1",
@@ -68,10 +72,19 @@ class WorkerSlots:
 
     def _keep_running(self) -> None:
         while not self._stop.wait(0.5):
-            for index, worker in enumerate(self.slots):
-                if worker.poll() is not None and not self._stop.is_set():
-                    self.exits.append((worker.pid, worker.returncode))
-                    self.slots[index] = self.deployment.start_worker()
+            exited = [index for index, worker in enumerate(self.slots) if worker.poll() is not None]
+            # Started side by side, as systemd or Kubernetes would: each start waits until its worker is ready.
+            starts = [threading.Thread(target=self._replace, args=(index,)) for index in exited]
+            for start in starts:
+                start.start()
+            for start in starts:
+                start.join()
+
+    def _replace(self, index: int) -> None:
+        worker = self.slots[index]
+        self.exits.append((worker.pid, worker.returncode))
+        if not self._stop.is_set():
+            self.slots[index] = self.deployment.start_worker()
 
     def live_pids(self) -> set[int]:
         return {worker.pid for worker in self.slots if worker.poll() is None}
@@ -124,7 +137,7 @@ def start_fault_stack(data_dir: Path, workers: int = 2) -> FaultStack:
 class RunStream:
     """A client thread that starts a run every ``1 / rate`` s and remembers what the API answered."""
 
-    def __init__(self, deployment: Deployment, rate: float = 4.5) -> None:
+    def __init__(self, deployment: Deployment, rate: float = 3.0) -> None:
         self.deployment = deployment
         self.interval = 1.0 / rate
         self.accepted: dict[str, float] = {}  # run id -> when it was accepted (time.time())
