@@ -15,10 +15,13 @@ pytestmark = pytest.mark.e2e
 
 def test_embedded_default_runs_and_survives_a_killed_worker(embedded: Stack) -> None:
     stack = embedded
-    # Without an inputs spec every constant widget input is exposed as "<node id>.<input name>".
+    # Without an inputs spec every constant widget input but the output paths is exposed as
+    # "<node id>.<input name>".
     card = stack.push_ok("card", load_workflow("gradient_card.json"))
     assert card["version"] == 1
-    assert {"1.width", "1.height", "7.sigma", "8.filename_prefix"} <= set(card["input_schema"]["properties"])
+    exposed = set(card["input_schema"]["properties"])
+    assert {"1.width", "1.height", "7.sigma"} <= exposed
+    assert "8.filename_prefix" not in exposed
     finished = stack.post(card["run_url"] + "?wait=30", {"inputs": {"1.width": 96}})
     assert finished.status_code == 200, finished.text
     run = finished.json()
