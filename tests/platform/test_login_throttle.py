@@ -105,3 +105,20 @@ def test_failures_from_one_address_block_every_name_from_it(tmp_path, limits_bac
         # alice's success does not clear the address: its next failure blocks for longer.
         assert log_in(server.url, "user0", "wrong").status_code == 401
         assert blocked_for(log_in(server.url, "alice", PASSWORD)) == 2
+
+
+def test_wrong_passwords_sent_all_at_once_are_still_counted_one_by_one(tmp_path, limits_backend):
+    # Without taking turns, every attempt of a burst would pass the block check before any failure was
+    # counted: a burst of any size would be as many guesses.
+    with limited_server(tmp_path, limits_backend) as server:
+        add_user(tmp_path, "alice")
+        statuses: list[int] = []
+        burst = [threading.Thread(target=lambda: statuses.append(log_in(server.url, "alice", "wrong").status_code))
+                 for _ in range(16)]
+        for thread in burst:
+            thread.start()
+        for thread in burst:
+            thread.join(60)
+        assert len(statuses) == 16
+        # Five free failures, then blocked; a guess may slip in only when a block ran out mid-burst.
+        assert statuses.count(401) < 10 and statuses.count(429) > 6, statuses

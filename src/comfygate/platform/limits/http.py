@@ -47,11 +47,11 @@ def _check_run_counts(session: Session, api_key_id: int, limits: CallerLimits) -
 async def check_run_start(state: AppState, caller: Caller) -> None:
     """Refuse a new run of an API key over its concurrent or daily quota (counted in the run table, only
     when that limit is on) or its runs per minute. The counts are read before the run is created, so
-    requests of one key racing each other can pass together: a key may end up that many runs over."""
-    if caller.api_key_id is None:
-        return
+    requests of one key racing each other can pass together: a key may end up that many runs over. A console
+    session (no key) has the runs-per-minute bucket per user; its runs carry no key to count quotas by."""
     limits = state.limiter.limits_of(caller.key_limits)
-    if limits.concurrent_runs > 0 or limits.runs_per_day > 0:
+    if caller.api_key_id is not None and (limits.concurrent_runs > 0 or limits.runs_per_day > 0):
         await state.call(_check_run_counts, caller.api_key_id, limits)
     # Last: a run refused by a quota above does not use up a token of the rate.
-    await state.limiter.take_run(f"key:{caller.api_key_id}", limits, "key")
+    subject, whose = _subject(caller)
+    await state.limiter.take_run(subject, limits, whose)
