@@ -13,7 +13,7 @@ loopback (tests/deployment.py), then ``--clients`` concurrent clients (200) loop
       bad-key        any route with an unknown key                        401
       other-project  a run of another project, read with this project's key   404
       webhook        a run whose webhook targets 127.0.0.1 / 169.254.169.254 / 10.0.0.1   422
-      over-limit     runs with a key limited to 1 run per minute           429 (after its first run)
+      over-limit     runs with a key limited to 1 run per minute           429 (202 once a minute)
 
 The clients use keys of a project of their own (a developer per 20 clients); the operator's default rate limits
 are off for the mix (tests/deployment.py sets ``COMFYGATE_RATE_LIMIT_*=0``) so that the figures measure the server, and the
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import math
 import json
 import random
 import shutil
@@ -77,7 +78,7 @@ class Tally:
     def record(self, kind: str, status: int, seconds: float, body: str = "") -> None:
         self.latencies[kind].append(seconds * 1e3)
         self.statuses[(kind, status)] += 1
-        if status != EXPECTED[kind] and len(self.unexpected) < 20:
+        if status != EXPECTED[kind] and kind != "over-limit" and len(self.unexpected) < 20:
             self.unexpected.append(f"{kind}: HTTP {status} {body[:200]}")
 
 
@@ -251,7 +252,11 @@ def report(setup: str, result: dict[str, Any]) -> bool:
               f"(expected {EXPECTED[kind]})", flush=True)
     statuses = collections.Counter(status for (_, status), count in tally.statuses.items() for _ in range(count))
     print(f"  by status: {dict(sorted(statuses.items()))}; transport errors {tally.transport_errors}", flush=True)
+    # The limited key gets one run a minute back: that many 202s among its probes are its due, not a miss.
+    refills = tally.statuses[("over-limit", 202)]
+    refills_due = math.ceil(result["wall"] / 60) + 1
     unexpected = sum(count for (kind, status), count in tally.statuses.items() if status != EXPECTED[kind])
+    unexpected -= min(refills, refills_due)
     lost = len(result["stuck"])
     print(f"  runs accepted {len(tally.accepted)}, finished {result['ended']}, lost {lost}; "
           f"answered other than expected: {unexpected}", flush=True)
