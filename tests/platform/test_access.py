@@ -20,6 +20,14 @@ def world(database_url: str, tmp_path) -> Iterator[World]:
         yield running
 
 
+def create(world: World, key: str, body: dict) -> tuple[int, str | None]:
+    """POST /v1/keys as ``key``: (201, None), or the status and the field the error names."""
+    response = world.call("POST", "/v1/keys", key, json=body)
+    if response.status_code == 201:
+        return 201, None
+    return response.status_code, response.json()["error"]["details"]["field"]
+
+
 def missing_run_body(world: World, key: str) -> dict:
     response = world.call("GET", "/v1/runs/" + "0" * 32, key)
     assert response.status_code == 404
@@ -148,28 +156,22 @@ def test_a_revoked_key_and_a_removed_role_stop_working(world: World):
 
 
 def test_keys_cannot_be_wider_than_their_creator_or_owner(world: World):
-    def create(key: str, body: dict) -> tuple[int, str | None]:
-        response = world.call("POST", "/v1/keys", key, json=body)
-        if response.status_code == 201:
-            return 201, None
-        return response.status_code, response.json()["error"]["details"]["field"]
-
-    assert create("call_a", {"name": "x", "scopes": {"actions": ["publish"]}}) == (422, "scopes.actions[0]")
-    assert create("dev_a", {"name": "x", "scopes": {"projects": ["beta"]}}) == (422, "scopes.projects[0]")
-    assert create("dev_a", {"name": "x", "admin": True}) == (422, "admin")
-    assert create("dev_a", {"name": "x", "user": "rev_a"}) == (422, "scopes")
-    assert create("dev_a", {"name": "x", "limits": {"runs_per_minute": -1}}) == (422, "limits.runs_per_minute")
-    assert create("dev_a", {"name": "x", "limits": {"runs_per_hour": 3}}) == (422, "limits.runs_per_hour")
+    assert create(world, "call_a", {"name": "x", "scopes": {"actions": ["publish"]}}) == (422, "scopes.actions[0]")
+    assert create(world, "dev_a", {"name": "x", "scopes": {"projects": ["beta"]}}) == (422, "scopes.projects[0]")
+    assert create(world, "dev_a", {"name": "x", "admin": True}) == (422, "admin")
+    assert create(world, "dev_a", {"name": "x", "user": "rev_a"}) == (422, "scopes.projects")
+    assert create(world, "dev_a", {"name": "x", "user": "rev_a", "scopes": {"projects": ["alpha"]}}) == (
+        422, "scopes.projects")
+    assert create(world, "root", {"name": "x", "limits": {"runs_per_minute": -1}}) == (422, "limits.runs_per_minute")
+    assert create(world, "root", {"name": "x", "limits": {"runs_per_hour": 3}}) == (422, "limits.runs_per_hour")
     world.add_key("dev_a_run", "dev_a", {"projects": None, "workflows": None, "actions": ["run", "read"]})
-    assert create("dev_a_run", {"name": "wider"}) == (422, "scopes")
-    assert create("dev_a_run", {"name": "same", "scopes": {"actions": ["run"]}}) == (201, None)
+    assert create(world, "dev_a_run", {"name": "wider"}) == (422, "scopes")
+    assert create(world, "dev_a_run", {"name": "same", "scopes": {"actions": ["run"]}}) == (201, None)
     made = world.call("POST", "/v1/keys", "adm_a", json={"name": "for-caller", "user": "call_a",
-                                                         "scopes": {"projects": ["alpha"]},
-                                                         "limits": {"runs_per_minute": 30, "requests_per_second": 2.5}})
+                                                         "scopes": {"projects": ["alpha"]}})
     assert made.status_code == 201, made.text
     body = made.json()
-    assert body["secret"].startswith("cg_") and body["user"] == "call_a"
-    assert body["limits"] == {"runs_per_minute": 30, "requests_per_second": 2.5}
+    assert body["secret"].startswith("cg_") and body["user"] == "call_a" and body["limits"] is None
     listed = world.call("GET", "/v1/keys", "adm_a").json()["keys"]
     assert "for-caller" in {k["name"] for k in listed} and all("secret" not in k for k in listed)
     assert {k["name"] for k in world.call("GET", "/v1/keys", "call_a").json()["keys"]} == {
@@ -214,3 +216,104 @@ def test_first_start_makes_the_admin_admin_of_the_default_project(sessions):
         access = access_for_key(session, session.get(ApiKey, first.key.id))
     assert access.server_admin and access.username == "admin"
     assert {access.name_of(p): role for p, role in access.roles.items()} == {"default": "admin"}
+
+
+def test_only_server_admins_set_limits_and_a_limited_key_makes_only_limited_keys(world: World):
+    refused = world.call("POST", "/v1/keys", "dev_a", json={"name": "fast", "limits": {"runs_per_minute": 0}})
+    assert refused.status_code == 403 and refused.json()["error"]["details"] == {"field": "limits"}
+    assert "limits" in refused.json()["error"]["message"]
+    assert create(world, "adm_a", {"name": "fast", "user": "dev_a", "scopes": {"projects": ["alpha"]},
+                                   "limits": {"runs_per_minute": 1000}}) == (403, "limits")
+    slow = world.call("POST", "/v1/keys", "root", json={"name": "slow", "user": "dev_a",
+                                                        "scopes": {"projects": ["alpha"]},
+                                                        "limits": {"runs_per_minute": 3, "requests_per_second": 2.5}})
+    assert slow.status_code == 201, slow.text
+    assert slow.json()["limits"] == {"runs_per_minute": 3, "requests_per_second": 2.5}
+    world.keys["slow"] = slow.json()["secret"]
+    # A key made by the limited key carries the same limits, and cannot lift them.
+    child = world.call("POST", "/v1/keys", "slow", json={"name": "child"})
+    assert child.status_code == 201, child.text
+    assert child.json()["limits"] == {"runs_per_minute": 3, "requests_per_second": 2.5}
+    world.keys["child"] = child.json()["secret"]
+    listed = {k["name"]: k["limits"] for k in world.call("GET", "/v1/keys", "child").json()["keys"]}
+    assert listed["child"] == {"runs_per_minute": 3, "requests_per_second": 2.5}
+    assert create(world, "slow", {"name": "lifted", "limits": {"runs_per_minute": 0}}) == (403, "limits")
+    # An unlimited key's keys stay unlimited (the operator's defaults apply).
+    plain = world.call("POST", "/v1/keys", "dev_a", json={"name": "plain"})
+    assert plain.status_code == 201 and plain.json()["limits"] is None
+
+
+@pytest.mark.parametrize("value", [10**401, 1e300, 1_000_000_001, float("1e9") + 0.5],
+                         ids=["401-digit int", "1e300", "1e9+1", "1e9+0.5"])
+def test_limits_beyond_a_billion_are_refused_by_name(world: World, value):
+    body = {"name": "huge", "limits": {"runs_per_minute": 30, "requests_per_second": value}}
+    response = world.call("POST", "/v1/keys", "root", json=body)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["details"] == {"field": "limits.requests_per_second"}
+    assert "1000000000" in response.json()["error"]["message"]
+    assert create(world, "root", {"name": "big", "limits": {"runs_per_day": 10**9}}) == (201, None)
+
+
+def test_a_huge_limit_written_into_the_database_is_ignored_not_a_500(world: World):
+    from comfygate.platform.db import session_scope
+    from comfygate.platform.models import ApiKey
+
+    world.add_key("edited", "dev_a")
+    factory = world.sessions()
+    with session_scope(factory) as session:
+        key = session.query(ApiKey).filter_by(name="edited").one()
+        key.limits = {"runs_per_minute": 10**400, "requests_per_second": 10**400}
+    factory.kw["bind"].dispose()
+    assert world.call("GET", "/v1/workflows/wa", "edited").status_code == 200
+    assert world.start_run("edited")
+
+
+def test_project_admins_manage_only_member_keys_bound_to_their_projects(world: World):
+    made = world.call("POST", "/v1/users", "root", json={"username": "both",
+                                                         "projects": {"alpha": "developer", "beta": "developer"}})
+    assert made.status_code == 201
+    boss = world.call("POST", "/v1/users", "root", json={"username": "boss", "admin": True,
+                                                         "projects": {"alpha": "admin"}})
+    assert boss.status_code == 201
+    world.add_key("both_any", "both")
+    world.add_key("both_beta", "both", {"projects": ["beta"], "workflows": None, "actions": None})
+    world.add_key("both_ab", "both", {"projects": ["alpha", "beta"], "workflows": None, "actions": None})
+    world.add_key("both_alpha", "both", {"projects": ["alpha"], "workflows": None, "actions": ["read"]})
+    world.add_key("boss_alpha", "boss", {"projects": ["alpha"], "workflows": None, "actions": None})
+    listed = {k["name"] for k in world.call("GET", "/v1/keys", "adm_a").json()["keys"]}
+    assert listed == {"adm_a", "both_alpha"}
+    for name in ("root", "boss_alpha", "both_any", "both_beta", "both_ab", "dev_b"):
+        prefix = world.keys[name].split("_")[1]
+        assert world.call("DELETE", f"/v1/keys/{prefix}", "adm_a").status_code == 404, name
+    assert world.call("GET", "/v1/workflows/wb", "both_beta").status_code == 200  # still works
+    revoked = world.call("DELETE", f"/v1/keys/{world.keys['both_alpha'].split('_')[1]}", "adm_a")
+    assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
+    # A server admin still sees and manages every key.
+    every = {k["name"] for k in world.call("GET", "/v1/keys", "root").json()["keys"]}
+    assert {"both_any", "boss_alpha", "root"} <= every
+
+
+def test_a_project_admin_makes_keys_for_others_only_within_projects_they_administer(world: World):
+    assert world.call("POST", "/v1/users", "root", json={
+        "username": "both", "projects": {"alpha": "developer", "beta": "developer"}}).status_code == 201
+    assert world.call("POST", "/v1/users", "root", json={
+        "username": "boss", "admin": True, "projects": {"alpha": "admin"}}).status_code == 201
+    in_alpha = {"projects": ["alpha"]}
+    assert create(world, "adm_a", {"name": "x", "user": "root", "scopes": in_alpha}) == (403, "user")
+    assert create(world, "adm_a", {"name": "x", "user": "boss", "scopes": in_alpha}) == (403, "user")
+    assert create(world, "adm_a", {"name": "x", "user": "both"}) == (422, "scopes.projects")
+    assert create(world, "adm_a", {"name": "x", "user": "both", "scopes": {"projects": ["beta"]}}) == (
+        422, "scopes.projects")
+    assert create(world, "adm_a", {"name": "x", "user": "both", "scopes": {"projects": ["alpha", "beta"]}}) == (
+        422, "scopes.projects")
+    assert create(world, "adm_a", {"name": "x", "user": "dev_b", "scopes": in_alpha}) == (422, "scopes.projects[0]")
+    made = world.call("POST", "/v1/keys", "adm_a", json={"name": "both-alpha", "user": "both", "scopes": in_alpha})
+    assert made.status_code == 201, made.text
+    assert made.json()["scopes"]["projects"] == ["alpha"]
+    world.keys["both-alpha"] = made.json()["secret"]
+    # The key works in alpha only, though its user also develops in beta.
+    assert world.call("GET", "/v1/workflows/wa", "both-alpha").status_code == 200
+    assert world.call("GET", "/v1/workflows/wb", "both-alpha").status_code == 404
+    # A server admin may still make any member's key, unscoped or for a server admin.
+    assert create(world, "root", {"name": "y", "user": "both"}) == (201, None)
+    assert create(world, "root", {"name": "z", "user": "boss", "admin": True}) == (201, None)

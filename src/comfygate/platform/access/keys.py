@@ -4,7 +4,6 @@ audited."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from sqlalchemy import select
@@ -15,7 +14,8 @@ from comfygate.platform.access.build import access_for_key, access_for_user
 from comfygate.platform.access.members import user_named
 from comfygate.platform.access.projects import check_project_name
 from comfygate.platform.access.rights import ACTIONS, Access
-from comfygate.platform.errors import NotFound, Unprocessable
+from comfygate.platform.errors import Forbidden, NotFound, Unprocessable
+from comfygate.platform.limits.policy import MAX_LIMIT_VALUE, is_limit_value
 from comfygate.platform.models import ApiKey, Membership, User, utcnow
 from comfygate.platform.services import accounts
 
@@ -40,10 +40,10 @@ def check_limits(raw: Any) -> dict[str, Any] | None:
         kind = LIMIT_NAMES.get(name)
         if kind is None:
             raise _bad(f"limits.{name}", f"unknown limit; known: {sorted(LIMIT_NAMES)}")
-        number_ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-        if not number_ok or value < 0 or (kind is int and value != int(value)):
+        if not is_limit_value(value) or (kind is int and value != int(value)):
             what = "a whole number" if kind is int else "a number"
-            raise _bad(f"limits.{name}", f"must be {what} >= 0 (0: no limit), got {str(value)[:64]!r}")
+            raise _bad(f"limits.{name}", f"must be {what} from 0 to {MAX_LIMIT_VALUE} (0: no limit), "
+                                         f"got {str(value)[:64]!r}")
         limits[name] = kind(value)
     return limits
 
@@ -96,7 +96,7 @@ def check_scopes(session: Session, raw: Any, owner: Access) -> dict[str, Any] | 
     return {"projects": projects, "workflows": workflows, "actions": actions}
 
 
-def _within_creator(new: Access, creator: Access, for_other: bool, is_admin: bool) -> None:
+def _within_creator(new: Access, creator: Access, is_admin: bool) -> None:
     """A key may not do more than the caller that creates it (a project admin may give others up to the
     members' own rights in the projects they administer)."""
     if is_admin and not creator.server_admin:
@@ -107,14 +107,43 @@ def _within_creator(new: Access, creator: Access, for_other: bool, is_admin: boo
         mine = creator.actions_in(project_id)
         if "admin" in mine:
             continue
-        if for_other or not actions <= mine:
-            extra = sorted(actions - mine) if not for_other else sorted(actions)
+        if not actions <= mine:
+            extra = sorted(actions - mine)
             raise _bad("scopes", f"wider than the rights of the caller creating it in project "
                                  f"{new.name_of(project_id)!r} ({extra}); narrow scopes.projects or scopes.actions")
     if new.everywhere - creator.everywhere:
         raise _bad("scopes.projects", "the key would act in every project; name the projects it may use")
     if creator.workflows is not None and (new.workflows is None or not new.workflows <= creator.workflows):
         raise _bad("scopes.workflows", f"must stay within the creating key's workflows {sorted(creator.workflows)}")
+
+
+def _for_other_user(creator: Access, owner: User | None, scopes: dict[str, Any] | None) -> None:
+    """A project admin's key for someone else: bound to named projects they administer, so it does not follow
+    the owner's future rights elsewhere; never a server admin's key (that is a server admin's business)."""
+    if owner is None or owner.is_admin:
+        raise Forbidden("only a server admin can create keys for a server admin", details={"field": "user"})
+    projects = (scopes or {}).get("projects")
+    if projects is None:
+        raise _bad("scopes.projects", "a key for another user must name its projects, among those you administer")
+    administered = creator.project_ids_with("admin")
+    if administered is not None:
+        outside = sorted(set(projects) - {creator.name_of(p) for p in administered})
+        if outside:
+            raise _bad("scopes.projects", f"you do not administer {outside}; a key for another user must stay "
+                                          "within the projects you administer")
+
+
+def _key_limits(session: Session, creator: Access, raw: Any) -> dict[str, Any] | None:
+    """Only a server admin sets limits; otherwise a key made by a limited key keeps the creator's limits, so a
+    limited key cannot mint an unlimited one."""
+    if raw is not None and not creator.server_admin:
+        raise Forbidden("limits: only a server admin can set a key's limits", details={"field": "limits"})
+    limits = check_limits(raw)
+    if limits is None and creator.api_key_id is not None:
+        creating_key = session.get(ApiKey, creator.api_key_id)
+        if creating_key is not None and creating_key.limits:
+            limits = dict(creating_key.limits)
+    return limits
 
 
 def create_key(session: Session, creator: Access, actor: Actor, body: dict[str, Any]) -> dict[str, Any]:
@@ -134,13 +163,15 @@ def create_key(session: Session, creator: Access, actor: Actor, body: dict[str, 
         raise _bad("admin", "must be true or false")
     owner_rights = access_for_user(session, owner) if owner is not None else _operator(session)
     scopes = check_scopes(session, body.get("scopes"), owner_rights)
-    limits = check_limits(body.get("limits"))
+    limits = _key_limits(session, creator, body.get("limits"))
     if is_admin and (owner is not None and not owner.is_admin):
         raise _bad("admin", f"user {owner.username!r} is not a server admin")
     draft = ApiKey(id=None, name="draft", prefix="", is_admin=is_admin, scopes=scopes,
                    user_id=owner.id if owner is not None else None)
     for_other = (owner.id if owner is not None else None) != creator.user_id
-    _within_creator(access_for_key(session, draft), creator, for_other, is_admin)
+    if for_other and not creator.server_admin:
+        _for_other_user(creator, owner, scopes)
+    _within_creator(access_for_key(session, draft), creator, is_admin)
     created = accounts.issue_key(session, body.get("name"), user_id=owner.id if owner is not None else None,
                                  is_admin=is_admin, scopes=scopes, limits=limits)
     row = session.get(ApiKey, created.id)
@@ -164,17 +195,24 @@ def key_to_dict(session: Session, key: ApiKey) -> dict[str, Any]:
 
 
 def _manageable(session: Session, access: Access) -> Any:
-    """A filter on ApiKey: own keys; a project admin's also those of their projects' members; None: all."""
+    """A filter on ApiKey; None: all (a server admin). Others: own keys, and for a project admin the keys of
+    members who are not server admins, scoped to named projects that the caller all administers (a key that
+    also works elsewhere, or unscoped, is not theirs to see or revoke)."""
     if access.server_admin:
         return None
     own = ApiKey.user_id == access.user_id if access.user_id is not None else ApiKey.user_id.is_(None)
     administered = access.project_ids_with("admin")
-    if administered is None:
-        return None
-    if not administered:
+    if administered is not None and not administered:
         return own
-    members = select(Membership.user_id).where(Membership.project_id.in_(sorted(administered)))
-    return own | ApiKey.user_id.in_(members)
+    others = select(ApiKey).join(User, User.id == ApiKey.user_id).where(User.is_admin.is_(False))
+    if administered is not None:
+        members = select(Membership.user_id).where(Membership.project_id.in_(sorted(administered)))
+        others = others.where(ApiKey.user_id.in_(members))
+    names = set(access.project_names.values()) if administered is None else {access.name_of(p) for p in administered}
+    # Scopes are JSON, compared here rather than in SQL so that SQLite and PostgreSQL agree.
+    ids = [key.id for key in session.scalars(others)
+           if (key.scopes or {}).get("projects") is not None and set(key.scopes["projects"]) <= names]
+    return own | ApiKey.id.in_(ids)
 
 
 def list_keys(session: Session, access: Access) -> list[dict[str, Any]]:

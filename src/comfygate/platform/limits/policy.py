@@ -14,7 +14,7 @@ from typing import Any
 from comfygate.platform.errors import TooManyRequests
 from comfygate.settings import Settings
 
-__all__ = ["CallerLimits", "LIMIT_NAMES", "over_limit"]
+__all__ = ["CallerLimits", "LIMIT_NAMES", "MAX_LIMIT_VALUE", "is_limit_value", "over_limit"]
 
 
 @dataclass(frozen=True)
@@ -33,20 +33,29 @@ class CallerLimits:
 
     def overridden(self, overrides: Mapping[str, Any] | None) -> CallerLimits:
         """These limits with a key's own values. The API validates ``ApiKey.limits`` when it writes it; a
-        value edited into the database by hand that is not a number >= 0 is ignored, so that a typo there
-        cannot lock a key out with errors on every request."""
+        value edited into the database by hand that is not a number from 0 to MAX_LIMIT_VALUE is ignored, so
+        that a typo there cannot lock a key out with errors on every request."""
         if not overrides:
             return self
         changes: dict[str, Any] = {}
         for field in fields(self):
             value = overrides.get(field.name)
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
-                    and value >= 0:
+            if is_limit_value(value):
                 changes[field.name] = value if field.type == "float" else int(value)
         return self if not changes else CallerLimits(**{**self.__dict__, **changes})
 
 
 LIMIT_NAMES = tuple(field.name for field in fields(CallerLimits))
+# The largest value a key's limit may have: far above any real budget, small enough for float arithmetic.
+MAX_LIMIT_VALUE = 1_000_000_000
+
+
+def is_limit_value(value: Any) -> bool:
+    """A number from 0 to MAX_LIMIT_VALUE. Ints are compared exactly: ``math.isfinite`` of a huge int raises."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return (isinstance(value, int) or math.isfinite(value)) and 0 <= value <= MAX_LIMIT_VALUE
+
 
 _PHRASES = {
     "requests_per_second": ("rate limit", "{} requests per second"),
