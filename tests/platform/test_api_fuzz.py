@@ -19,15 +19,12 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from live_server import Server, running_server
+from review_support import record_rejected_output
 
 from comfygate.platform.api.app import create_app
 from comfygate.platform.db import make_engine, make_session_factory, session_scope
-from comfygate.platform.models import RunStatus
 from comfygate.platform.runtime import node_registry
 from comfygate.platform.services import accounts, review
-from comfygate.platform.services import runs as run_service
-from comfygate.platform.services import workflows as workflow_service
-from comfygate.platform.services.uploads import ImageLimits
 from comfygate.platform.storage import LocalStorage
 from comfygate.settings import Settings
 
@@ -208,21 +205,9 @@ def _seed(database_url: str, server: Server, tmp_path: Path) -> World:
     registry = node_registry(Settings(data_dir=tmp_path / "registry"))
     storage = LocalStorage(tmp_path / "api" / "files")  # the server's own (the data dir's default)
     storage.put("runs/x/0.png", b"\x89PNG\r\n\x1a\n", "image/png")
+    output_id = record_rejected_output(sessions, registry, storage, blank)
     with session_scope(sessions) as session:
-        version = workflow_service.push_version(session, registry, name="blank", workflow=blank).version
-        run_id = run_service.create_run(session, registry, storage,
-                                        ImageLimits(1 << 20, 1 << 22), version, {}, {}, None).id
-    with session_scope(sessions) as session:
-        run_service.claim_run(session, run_id, 1, "w")
-    record = run_service.OutputRecord(index=0, node_id="2", filename="b.png", storage_key="runs/x/0.png",
-                                      content_type="image/png", width=8, height=8, size_bytes=1,
-                                      verdict={"decision": "reject", "passed": False, "reasons": ["blank"],
-                                               "reason_codes": ["blank"], "scores": {"blank": 0.0}},
-                                      decision="reject")
-    with session_scope(sessions) as session:
-        assert run_service.finish_run(session, run_id, 1, [record], {}) == RunStatus.REJECTED
-    with session_scope(sessions) as session:
-        output_id = review.pending_outputs(session)[0].id
+        run_id = review.get_output(session, output_id).run_id
     queued = server.call("POST", "/v1/workflows/card/runs", key="user", json={"inputs": {}})
     assert queued.status_code == 202, queued.text
     login = requests.post(server.url + "/login", data={"username": "fuzzer", "password": PASSWORD},

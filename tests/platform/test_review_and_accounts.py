@@ -1,34 +1,18 @@
 import pytest
+from review_support import record_rejected_output
 
 from comfygate.platform.db import session_scope
 from comfygate.platform.errors import Conflict, NotFound, Unprocessable
 from comfygate.platform.models import ReviewDecision, RunStatus
 from comfygate.platform.services import accounts, review
 from comfygate.platform.services import runs as run_service
-from comfygate.platform.services import workflows as workflow_service
-from comfygate.platform.services.uploads import ImageLimits
 from comfygate.platform.storage import LocalStorage
 
 
 @pytest.fixture
 def rejected_output_id(sessions, registry, blank_workflow, tmp_path):
     """A run whose single output the sentinel failed, as the worker records it."""
-    with session_scope(sessions) as session:
-        version = workflow_service.push_version(session, registry, name="blank", workflow=blank_workflow).version
-        run = run_service.create_run(session, registry, LocalStorage(tmp_path), ImageLimits(1 << 20, 1 << 22),
-                                     version, {}, {}, None)
-        run_id = run.id
-    with session_scope(sessions) as session:
-        run_service.claim_run(session, run_id, 1, "w")
-    failed = run_service.OutputRecord(index=0, node_id="2", filename="b.png", storage_key="runs/x/0.png",
-                                      content_type="image/png", width=8, height=8, size_bytes=1,
-                                      verdict={"decision": "reject", "passed": False, "reasons": ["blank: uniform"],
-                                               "reason_codes": ["blank"], "scores": {"blank": 0.0}},
-                                      decision="reject")
-    with session_scope(sessions) as session:
-        assert run_service.finish_run(session, run_id, 1, [failed], {}) == RunStatus.REJECTED
-    with session_scope(sessions) as session:
-        return review.pending_outputs(session)[0].id
+    return record_rejected_output(sessions, registry, LocalStorage(tmp_path), blank_workflow)
 
 
 def test_a_review_item_says_why_the_gate_withheld_it(sessions, rejected_output_id):

@@ -11,13 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 from live_server import Server, running_server
+from review_support import record_rejected_output
 
-from comfygate.platform.db import session_scope
-from comfygate.platform.models import RunStatus
-from comfygate.platform.services import review
-from comfygate.platform.services import runs as run_service
-from comfygate.platform.services import workflows as workflow_service
-from comfygate.platform.services.uploads import ImageLimits
 from comfygate.platform.storage import LocalStorage
 from comfygate.settings import Settings
 
@@ -97,22 +92,8 @@ def rejected_output(live, database_url, registry, blank_workflow, tmp_path) -> i
     from comfygate.platform.db import make_engine, make_session_factory
 
     engine = make_engine(database_url)
-    sessions = make_session_factory(engine)
-    with session_scope(sessions) as session:
-        version = workflow_service.push_version(session, registry, name="blank", workflow=blank_workflow).version
-        run_id = run_service.create_run(session, registry, LocalStorage(tmp_path / "files"),
-                                        ImageLimits(1 << 20, 1 << 22), version, {}, {}, None).id
-    with session_scope(sessions) as session:
-        run_service.claim_run(session, run_id, 1, "w")
-    failed = run_service.OutputRecord(index=0, node_id="2", filename="b.png", storage_key="runs/x/0.png",
-                                      content_type="image/png", width=8, height=8, size_bytes=1,
-                                      verdict={"decision": "reject", "passed": False, "reasons": ["blank: uniform"],
-                                               "reason_codes": ["blank"], "scores": {"blank": 0.0}},
-                                      decision="reject")
-    with session_scope(sessions) as session:
-        assert run_service.finish_run(session, run_id, 1, [failed], {}) == RunStatus.REJECTED
-    with session_scope(sessions) as session:
-        output_id = review.pending_outputs(session)[0].id
+    output_id = record_rejected_output(make_session_factory(engine), registry, LocalStorage(tmp_path / "files"),
+                                       blank_workflow)
     engine.dispose()
     return output_id
 
