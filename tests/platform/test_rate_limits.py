@@ -179,3 +179,16 @@ def test_negative_limits_are_refused_when_the_server_starts(name):
     env = {"COMFYGATE_" + name.upper(): "-1"}
     with pytest.raises(ValueError, match="COMFYGATE_" + name.upper()):
         Settings.from_env(env)
+
+
+def test_requests_with_unknown_keys_are_limited_per_address(tmp_path, limits_backend):
+    with limited_server(tmp_path, limits_backend, rate_limit_requests_per_second=3) as server:
+        bad = {"Authorization": "Bearer cg_0123456789ab_guessed"}
+        answers = [requests.get(server.url + "/v1/workflows", headers=bad, timeout=30) for _ in range(25)]
+        # Two seconds' worth of 401s, then the address is over the rate: guessing keys is no faster than a key.
+        assert [a.status_code for a in answers[:6]] == [401] * 6
+        refused = [a for a in answers if a.status_code == 429]
+        assert refused, "25 guessed keys at full speed were all answered 401"
+        assert_limited(refused[0], "requests_per_second", 3, "rate limit: 3 requests per second for this address")
+        # A valid key from the same address has its own budget.
+        assert server.call("GET", "/v1/workflows").status_code == 200

@@ -23,7 +23,7 @@ from comfygate.platform.db import make_engine, make_session_factory
 from comfygate.platform.dispatch import Dispatcher
 from comfygate.platform.dispatch_relay import DispatchRelay, relay_loop
 from comfygate.platform.limits import Limiter
-from comfygate.platform.limits.http import rate_limit_middleware
+from comfygate.platform.limits.http import failed_auth_middleware, rate_limit_middleware
 from comfygate.platform.migrate import is_up_to_date
 from comfygate.platform.notify import RunWaiters, start_listener
 from comfygate.platform.runtime import node_registry
@@ -58,8 +58,8 @@ async def _ready(request: web.Request) -> web.Response:
 def create_app(settings: Settings, registry: NodeRegistry | None = None) -> web.Application:
     # Uploads are checked against the limit as they stream; the extra room is for multipart framing.
     # Text checks come before auth: a key or session lookup never sees a path or query it cannot store.
-    app = web.Application(middlewares=[error_middleware, text_checks_middleware, auth_middleware,
-                                       rate_limit_middleware],
+    app = web.Application(middlewares=[error_middleware, text_checks_middleware, failed_auth_middleware,
+                                       auth_middleware, rate_limit_middleware],
                           client_max_size=settings.max_upload_bytes + 64 * 1024)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:

@@ -7,10 +7,11 @@ from sqlalchemy.orm import Session
 
 from comfygate.platform.api.auth import CALLER, Caller
 from comfygate.platform.api.context import AppState, state_of
+from comfygate.platform.errors import Unauthorized
 from comfygate.platform.limits import run_counts
 from comfygate.platform.limits.policy import CallerLimits, over_limit
 
-__all__ = ["rate_limit_middleware", "check_run_start", "CONCURRENT_RETRY_SECONDS"]
+__all__ = ["rate_limit_middleware", "failed_auth_middleware", "check_run_start", "CONCURRENT_RETRY_SECONDS"]
 
 # Nobody knows when one of the key's runs will end; a client that retries this often costs little.
 CONCURRENT_RETRY_SECONDS = 5
@@ -33,6 +34,19 @@ async def rate_limit_middleware(request: web.Request, handler):  # type: ignore[
         subject, whose = _subject(caller)
         await limiter.check_request(subject, limiter.limits_of(caller.key_limits), whose)
     return await handler(request)
+
+
+@web.middleware
+async def failed_auth_middleware(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    """Requests refused for an unknown key or a missing session are limited per client address, with a
+    key's default request rate: guessing keys, or flooding with bad ones, meets a 429 like any key would.
+    Placed before ``auth_middleware``, whose 401 it sees."""
+    try:
+        return await handler(request)
+    except Unauthorized:
+        limiter = state_of(request).limiter
+        await limiter.check_request(f"addr:{request.remote or 'unknown'}", limiter.limits_of(None), "address")
+        raise
 
 
 def _check_run_counts(session: Session, api_key_id: int, limits: CallerLimits) -> None:
