@@ -54,8 +54,11 @@ def create_project(session: Session, name: Any, actor: Actor) -> Project:
     if session.scalars(select(Project.id).where(Project.name == name)).first() is not None:
         raise Conflict(f"project {name!r} exists already", details={"field": "name"})
     project = Project(name=name)
-    session.add(project)
-    session.flush()
+    try:
+        with session.begin_nested():
+            session.add(project)
+    except IntegrityError as exc:  # made by another request between our look and our insert
+        raise Conflict(f"project {name!r} exists already", details={"field": "name"}) from exc
     record(session, actor, "project.create", project_id=project.id, target=name)
     return project
 
